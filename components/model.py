@@ -1,0 +1,149 @@
+"""Trainer module: a linear regression y = XW + b over the transformed features.
+
+X is the concatenation of the z-scored numeric features and the one-hot
+encoded vocabulary ids, so W holds one weight per numeric feature and one per
+category value. The exported SavedModel contains the tf.Transform graph, so
+both serving signatures take raw data:
+
+- `serving_default`: serialized tf.Example under `inputs` -> `outputs`
+  (TFMA, Beam RunInference, TF Serving's regress API);
+- `serving_raw`: one tensor per raw feature -> `outputs` (TF Serving's REST
+  `instances`/`inputs` JSON). An empty string or a NaN means "missing" and
+  is imputed as in training.
+"""
+
+from typing import Any, Dict, List
+
+from absl import logging
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components import features
+
+PREDICTION_KEY = 'outputs'
+EXAMPLES_KEY = 'inputs'
+RAW_SIGNATURE = 'serving_raw'
+
+
+def _drop_unlabelled(batch_features, labels):
+  """Drops rows whose label is NaN (missing or not finite in the raw data)."""
+  keep = tf.math.is_finite(labels)
+  return ({k: tf.boolean_mask(v, keep) for k, v in batch_features.items()},
+          tf.boolean_mask(labels, keep))
+
+
+def _dataset(file_pattern: List[str],
+             data_accessor: tfx.components.DataAccessor,
+             tft_output: tft.TFTransformOutput, label: str,
+             batch_size: int) -> tf.data.Dataset:
+  return data_accessor.tf_dataset_factory(
+      file_pattern,
+      tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label),
+      tft_output.transformed_metadata.schema).map(_drop_unlabelled)
+
+
+def build_model(tft_output: tft.TFTransformOutput, label: str,
+                learning_rate: float) -> keras.Model:
+  """The linear model over every transformed feature except the label."""
+  inputs, columns = {}, []
+  for name, spec in sorted(tft_output.transformed_feature_spec().items()):
+    if name == label:
+      continue
+    inputs[name] = keras.Input(shape=(), name=name, dtype=spec.dtype)
+    column = keras.layers.Reshape((1,))(inputs[name])
+    if spec.dtype.is_integer:  # vocabulary ids
+      column = keras.layers.CategoryEncoding(
+          num_tokens=tft_output.num_buckets_for_transformed_feature(name),
+          output_mode='one_hot')(column)
+    columns.append(column)
+  x = keras.layers.Concatenate()(columns) if len(columns) > 1 else columns[0]
+  prediction = keras.layers.Dense(1, name='linear')(x)
+  model = keras.Model(inputs=inputs, outputs=prediction)
+  model.compile(
+      optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+      loss='mean_squared_error',
+      metrics=[keras.metrics.RootMeanSquaredError(name='rmse')])
+  return model
+
+
+def _raw_input_spec(tft_output: tft.TFTransformOutput,
+                    custom_config: Dict[str, Any]) -> Dict[str, Any]:
+  raw_spec = tft_output.raw_feature_spec()
+  return {name: raw_spec[name]
+          for name in features.model_input_names(raw_spec, custom_config)}
+
+
+def _as_parsed(value: tf.Tensor, spec) -> Any:
+  """Shapes a [batch] tensor like tf.io.parse_example would for `spec`.
+
+  Columns with missing values are VarLenFeatures (sparse); '' and NaN mark a
+  missing value there.
+  """
+  if isinstance(spec, tf.io.FixedLenFeature):
+    return tf.reshape(value, [-1] + list(spec.shape))
+  if value.dtype == tf.string:
+    present = tf.not_equal(value, '')
+  elif value.dtype.is_floating:
+    present = tf.math.is_finite(value)
+  else:
+    present = tf.ones_like(value, tf.bool)
+  rows = tf.where(present)  # [n, 1] row indices
+  return tf.SparseTensor(
+      indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
+      values=tf.boolean_mask(value, present),
+      dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0],
+                            tf.constant(1, tf.int64)]))
+
+
+def _serving_signatures(model: keras.Model, tft_output: tft.TFTransformOutput,
+                        custom_config: Dict[str, Any]) -> Dict[str, Any]:
+  """The two serving signatures, both applying the transform graph first."""
+  model.tft_layer = tft_output.transform_features_layer()  # tracked for export
+  raw_spec = _raw_input_spec(tft_output, custom_config)
+
+  def predict(raw_features):
+    transformed = model.tft_layer(raw_features)
+    transformed.pop(custom_config[features.LABEL], None)
+    return {PREDICTION_KEY: tf.squeeze(model(transformed), axis=1)}
+
+  @tf.function(input_signature=[
+      tf.TensorSpec(shape=[None], dtype=tf.string, name=EXAMPLES_KEY)])
+  def serve_examples(inputs):
+    return predict(tf.io.parse_example(inputs, raw_spec))
+
+  @tf.function(input_signature=[{
+      name: tf.TensorSpec(shape=[None], dtype=spec.dtype, name=name)
+      for name, spec in raw_spec.items()}])
+  def serve_raw(raw):
+    return predict({name: _as_parsed(raw[name], spec)
+                    for name, spec in raw_spec.items()})
+
+  return {
+      'serving_default': serve_examples.get_concrete_function(),
+      RAW_SIGNATURE: serve_raw.get_concrete_function(),
+  }
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+  """TFX Trainer entry point."""
+  custom_config = fn_args.custom_config
+  label = custom_config[features.LABEL]
+  batch_size = custom_config['batch_size']
+  tft_output = tft.TFTransformOutput(fn_args.transform_output)
+
+  train = _dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
+                   label, batch_size)
+  evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tft_output,
+                        label, batch_size)
+  model = build_model(tft_output, label, custom_config['learning_rate'])
+  history = model.fit(
+      train, steps_per_epoch=fn_args.train_steps, epochs=1,
+      validation_data=evaluation, validation_steps=fn_args.eval_steps,
+      verbose=0)
+  logging.info('Training finished: %s',
+               {k: v[-1] for k, v in history.history.items()})
+  model.save(fn_args.serving_model_dir, save_format='tf',
+             signatures=_serving_signatures(model, tft_output, custom_config))

@@ -1,0 +1,145 @@
+"""run_fn on data from a known linear function, through a real tf.Transform.
+
+The label is an exact linear function of the features, so a trained linear
+model must reproduce it through both exported serving signatures, from raw
+features (the transform graph is inside the SavedModel).
+"""
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_transform import coders as tft_coders
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import metadata_io
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx import v1 as tfx
+from tfx.components.trainer import fn_args_utils
+from tfx.components.util import tfxio_utils
+from tfx.types import standard_artifacts
+
+from components import features
+from components import model
+from components.preprocessing import preprocessing_fn
+
+LABEL = 'fare'
+CUSTOM_CONFIG = features.make_custom_config(
+    label=LABEL, exclude_features=[], categorical_features=['hour'],
+    oov_buckets=1)
+RAW_SPEC = {
+    'miles': tf.io.VarLenFeature(tf.float32),
+    'payment': tf.io.VarLenFeature(tf.string),
+    'hour': tf.io.VarLenFeature(tf.int64),
+    LABEL: tf.io.VarLenFeature(tf.float32),
+}
+PAYMENT_EFFECT = {'Cash': 0.0, 'Card': 3.0}
+HOUR_EFFECT = {1: 0.0, 2: -1.0, 3: 2.0}
+
+
+def _true_fare(miles, payment, hour):
+  return 2.5 * miles + PAYMENT_EFFECT[payment] + HOUR_EFFECT[hour] + 1.0
+
+
+def _rows(count, seed):
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(count):
+    miles = float(rng.uniform(0, 10))
+    payment = str(rng.choice(list(PAYMENT_EFFECT)))
+    hour = int(rng.choice(list(HOUR_EFFECT)))
+    rows.append({'miles': [miles], 'payment': [payment.encode()],
+                 'hour': [hour], LABEL: [_true_fare(miles, payment, hour)]})
+  return rows
+
+
+def _example(row, with_label=True):
+  feature = {
+      'miles': tf.train.Feature(float_list=tf.train.FloatList(
+          value=row['miles'])),
+      'payment': tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=row['payment'])),
+      'hour': tf.train.Feature(int64_list=tf.train.Int64List(
+          value=row['hour'])),
+  }
+  if with_label:
+    feature[LABEL] = tf.train.Feature(float_list=tf.train.FloatList(
+        value=row[LABEL]))
+  return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _transform(tmp_path, rows):
+  """Writes the transform graph and the transformed examples, as TFX does."""
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(RAW_SPEC))
+  graph_dir = tmp_path / 'transform_graph'
+  examples = standard_artifacts.Examples()
+  examples.uri = str(tmp_path / 'transformed_examples')
+  examples.split_names = '["train", "eval"]'
+  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp')):
+    (transformed, _), transform_fn = (
+        (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG)))
+    _ = transform_fn | tft_beam.WriteTransformFn(str(graph_dir))
+  metadata_io.write_metadata(
+      metadata, str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
+  encoder = tft_coders.ExampleProtoCoder(
+      tft.TFTransformOutput(str(graph_dir)).transformed_metadata.schema)
+  for split in ('train', 'eval'):
+    split_dir = tmp_path / 'transformed_examples' / f'Split-{split}'
+    split_dir.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(split_dir / 'data.gz'),
+                              options='GZIP') as writer:
+      for row in transformed:
+        writer.write(encoder.encode(row))
+  return graph_dir, examples
+
+
+def test_run_fn_exports_signatures_that_reproduce_a_linear_function(tmp_path):
+  graph_dir, examples = _transform(tmp_path, _rows(400, seed=0))
+  serving_dir = tmp_path / 'serving_model'
+  fn_args = tfx.components.FnArgs(
+      train_files=[f'{examples.uri}/Split-train/*'],
+      eval_files=[f'{examples.uri}/Split-eval/*'],
+      transform_output=str(graph_dir),
+      serving_model_dir=str(serving_dir),
+      train_steps=600, eval_steps=5,
+      custom_config=dict(CUSTOM_CONFIG, batch_size=32, learning_rate=0.1),
+      data_accessor=fn_args_utils.DataAccessor(
+          tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
+              [examples], []),
+          record_batch_factory=None, data_view_decode_fn=None))
+  model.run_fn(fn_args)
+
+  loaded = tf.saved_model.load(str(serving_dir))
+  assert {'serving_default', model.RAW_SIGNATURE} <= set(loaded.signatures)
+  held_out = _rows(50, seed=1)
+  expected = np.array([row[LABEL][0] for row in held_out])
+
+  serialized = tf.constant([_example(r, with_label=False).SerializeToString()
+                            for r in held_out])
+  from_examples = loaded.signatures['serving_default'](
+      **{model.EXAMPLES_KEY: serialized})[model.PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(from_examples, expected, atol=0.3)
+
+  from_raw = loaded.signatures[model.RAW_SIGNATURE](
+      miles=tf.constant([r['miles'][0] for r in held_out]),
+      payment=tf.constant([r['payment'][0] for r in held_out]),
+      hour=tf.constant([r['hour'][0] for r in held_out], tf.int64),
+  )[model.PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(from_raw, from_examples, rtol=1e-6, atol=1e-5)
+
+  # Missing values in raw requests ('' and NaN) are imputed, not errors.
+  imputed = loaded.signatures[model.RAW_SIGNATURE](
+      miles=tf.constant([float('nan')]), payment=tf.constant(['']),
+      hour=tf.constant([1], tf.int64))[model.PREDICTION_KEY].numpy()
+  assert np.isfinite(imputed).all()
+
+
+def test_rows_without_a_label_are_dropped_from_training():
+  batch = {'x': tf.constant([1.0, 2.0, 3.0])}
+  labels = tf.constant([1.0, float('nan'), 3.0])
+  kept_features, kept_labels = model._drop_unlabelled(batch, labels)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(kept_features['x'].numpy(), [1.0, 3.0])
+  np.testing.assert_array_equal(kept_labels.numpy(), [1.0, 3.0])

@@ -1,0 +1,103 @@
+"""preprocessing_fn through tf.Transform's Beam implementation, on a few rows."""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import schema_utils
+
+from components import features
+from components.preprocessing import preprocessing_fn
+
+CUSTOM_CONFIG = features.make_custom_config(
+    label='fare', exclude_features=['trip_id'],
+    categorical_features=['hour'], oov_buckets=1)
+
+# As SchemaGen (infer_feature_shape=False) describes CSV columns: every one
+# variable-length, so an empty cell is an empty list.
+RAW_SPEC = {
+    'trip_id': tf.io.VarLenFeature(tf.string),
+    'miles': tf.io.VarLenFeature(tf.float32),
+    'seconds': tf.io.VarLenFeature(tf.int64),
+    'hour': tf.io.VarLenFeature(tf.int64),
+    'payment': tf.io.VarLenFeature(tf.string),
+    'fare': tf.io.VarLenFeature(tf.float32),
+}
+ROWS = [
+    {'trip_id': [b'a'], 'miles': [1.0], 'seconds': [100], 'hour': [7],
+     'payment': [b'Cash'], 'fare': [5.0]},
+    {'trip_id': [b'b'], 'miles': [3.0], 'seconds': [300], 'hour': [7],
+     'payment': [b'Card'], 'fare': [9.0]},
+    {'trip_id': [b'c'], 'miles': [], 'seconds': [], 'hour': [8],
+     'payment': [], 'fare': [7.0]},
+    {'trip_id': [b'd'], 'miles': [float('nan')], 'seconds': [200],
+     'hour': [9], 'payment': [b'Cash'], 'fare': []},
+]
+
+
+def _analyze_and_transform(tmp_path, rows, more_rows):
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(RAW_SPEC))
+  with tft_beam.Context(temp_dir=str(tmp_path)):
+    (transformed, _), transform_fn = (
+        (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            functools.partial(preprocessing_fn,
+                              custom_config=CUSTOM_CONFIG)))
+    more, _ = ((more_rows, metadata), transform_fn) | tft_beam.TransformDataset()
+  return transformed, more
+
+
+def test_preprocessing_fn(tmp_path):
+  unseen = {'trip_id': [b'e'], 'miles': [2.0], 'seconds': [200],
+            'hour': [23], 'payment': [b'Bitcoin'], 'fare': [1.0]}
+  transformed, (unseen_out,) = _analyze_and_transform(tmp_path, ROWS, [unseen])
+
+  # Excluded columns are not features; every output is one value per row.
+  assert set(transformed[0]) == {'miles_xf', 'seconds_xf', 'hour_xf',
+                                  'payment_xf', 'fare'}
+
+  # Numbers: missing and non-finite values get the mean of the present ones
+  # (miles: mean of 1 and 3 = 2), then z-scores over all rows.
+  miles = np.array([row['miles_xf'] for row in transformed])
+  assert np.isfinite(miles).all()
+  assert miles.mean() == pytest.approx(0.0, abs=1e-6)
+  assert miles[2] == pytest.approx(0.0, abs=1e-6)  # imputed to the mean
+  assert miles[3] == pytest.approx(0.0, abs=1e-6)  # NaN imputed too
+  assert miles[1] > 0 > miles[0]
+  seconds = np.array([row['seconds_xf'] for row in transformed])
+  assert seconds[2] == pytest.approx(0.0, abs=1e-6)  # mean of 100, 300, 200
+
+  # Strings and categorical numbers: vocabulary ids, by frequency; unseen
+  # values, and missing ones (tf.Transform keeps '' out of vocabularies), go
+  # to the OOV bucket.
+  payment = [int(row['payment_xf']) for row in transformed]
+  assert payment[0] == payment[3] == 0  # 'Cash', the most frequent
+  assert payment[1] == 1  # 'Card'
+  assert payment[2] == 2  # missing: OOV, after the vocabulary of 2
+  assert unseen_out['payment_xf'] == 2  # 'Bitcoin': OOV
+  hour = [int(row['hour_xf']) for row in transformed]
+  assert hour[0] == hour[1] == 0 and sorted(set(hour)) == [0, 1, 2]
+  assert unseen_out['hour_xf'] == 3  # vocabulary of 3, then the OOV bucket
+
+  # The label passes through; a missing label is NaN (the Trainer drops it).
+  fares = [row['fare'] for row in transformed]
+  assert fares[:3] == [5.0, 9.0, 7.0] and math.isnan(fares[3])
+
+
+def test_vocabulary_sizes_are_recorded(tmp_path):
+  metadata = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(RAW_SPEC))
+  out = tmp_path / 'transform_output'
+  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp')):
+    _, transform_fn = ((ROWS, metadata) | tft_beam.AnalyzeAndTransformDataset(
+        functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG)))
+    _ = transform_fn | tft_beam.WriteTransformFn(str(out))
+  output = tft.TFTransformOutput(str(out))
+  # What the model's one-hot encoding relies on: vocabulary + OOV buckets.
+  assert output.num_buckets_for_transformed_feature('payment_xf') == 3
+  assert output.num_buckets_for_transformed_feature('hour_xf') == 4

@@ -1,0 +1,180 @@
+"""`tfx-e2e` (and `python -m pipeline`): the command line.
+
+Sub-commands share one configuration loader (`--config`, `--set`, and the
+named flags below), so every runner sees the same `PipelineConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from pipeline import config as config_lib
+from pipeline import input_check
+from pipeline import runner
+
+EXIT_CODES_HELP = f"""exit codes:
+  {runner.EXIT_PUSHED}  a model was blessed and pushed
+  {runner.EXIT_FAILED}  a component failed (the log has the details)
+  {runner.EXIT_BAD_INPUT}  bad input data, configuration or command line
+  {runner.EXIT_NOT_PUSHED}  the run finished but pushed nothing (model not blessed, or the
+     data gate found anomalies)"""
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group('configuration')
+  group.add_argument('--config', metavar='FILE',
+                     help='YAML file with pipeline settings (see '
+                     'pipeline/config.py for every setting)')
+  group.add_argument('--data', metavar='PATH',
+                     help='a CSV file or a directory of CSV files; without '
+                     '--config this selects another dataset, so the bundled '
+                     "taxi data's feature settings do not apply")
+  group.add_argument('--label', help='the numeric column to predict')
+  group.add_argument('--output', metavar='DIR', help='output directory')
+  group.add_argument('--exclude', metavar='COLS',
+                     help='comma-separated columns that are not features')
+  group.add_argument('--categorical', metavar='COLS',
+                     help='comma-separated numeric columns to treat as '
+                     'categories')
+  group.add_argument('--slice', metavar='COLS',
+                     help='comma-separated columns to slice evaluation by')
+  group.add_argument('--schema', metavar='FILE',
+                     help='a curated schema.pbtxt (ImportSchemaGen)')
+  group.add_argument('--orchestrator', choices=config_lib.ORCHESTRATORS)
+  group.add_argument('--set', metavar='KEY=VALUE', action='append',
+                     default=[], dest='overrides',
+                     help='any setting, e.g. training.train_steps=500 or '
+                     'evaluation.rmse_upper_bound=8 (repeatable)')
+
+
+def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
+  """The configuration from --config, the named flags and --set."""
+  base = None
+  if args.data and not args.config:
+    base = config_lib.PipelineConfig(data=config_lib.DataConfig(
+        path=args.data, label='', exclude_features=[],
+        categorical_features=[], slice_features=[]))
+  flags = {
+      'output_dir': args.output,
+      'orchestrator': args.orchestrator,
+      'data': {key: value for key, value in {
+          'path': args.data, 'label': args.label,
+          'exclude_features': args.exclude,
+          'categorical_features': args.categorical,
+          'slice_features': args.slice, 'schema': args.schema,
+      }.items() if value is not None},
+  }
+  if getattr(args, 'allow_anomalies', False):
+    flags['allow_anomalies'] = True
+  if getattr(args, 'no_cache', False):
+    flags['enable_cache'] = False
+  overrides = {k: v for k, v in flags.items() if v not in (None, {})}
+  for section, values in config_lib.parse_overrides(args.overrides).items():
+    if isinstance(values, dict) and isinstance(overrides.get(section), dict):
+      overrides[section].update(values)
+    else:
+      overrides[section] = values
+  return config_lib.load_config(args.config, overrides, base=base)
+
+
+@contextlib.contextmanager
+def _logs_to_file(log_path: Path, verbose: bool):
+  """Sends Python logging and native stderr (TF, Beam) to `log_path`.
+
+  The console then shows only progress and the summary; --verbose keeps
+  everything on stderr as well.
+  """
+  log_path.parent.mkdir(parents=True, exist_ok=True)
+  with open(log_path, 'a', buffering=1) as log_file:
+    root = logging.getLogger()
+    handler = logging.StreamHandler(log_file)
+    handler.setFormatter(logging.Formatter(
+        '%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    # Only ours: a library's stderr handler would write each line twice.
+    saved_handlers, root.handlers = root.handlers, [handler]
+    if verbose:
+      root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    saved_stderr = os.dup(2)
+    if not verbose:
+      sys.stderr.flush()
+      os.dup2(log_file.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved_stderr, 2)
+      os.close(saved_stderr)
+      root.handlers = saved_handlers
+
+
+def _print_progress(node: str, event: str, index: int, total: int,
+                    seconds: float = 0.0) -> None:
+  if event == 'running':
+    print(f'[{index}/{total}] {node} ...', end='', flush=True)
+  else:
+    print(f' {seconds:.1f}s', flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+  config = load_config(args)
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  log_path = config.output_path / 'logs' / f'run-{stamp}.log'
+  print(f'Running pipeline {config.pipeline_name} ({config.orchestrator} '
+        f'orchestrator) on {config.data.path}\n'
+        f'Output: {config.output_path}  (log: {log_path})', flush=True)
+  with _logs_to_file(log_path, args.verbose):
+    outcome = runner.run(config, progress=_print_progress)
+  from pipeline.summary import format_summary
+  print('\n' + format_summary(outcome, str(log_path)), flush=True)
+  return outcome.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='tfx-e2e', description='End-to-end TFX pipeline on Apache Beam.',
+      epilog=EXIT_CODES_HELP,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  commands = parser.add_subparsers(dest='command', required=True,
+                                   metavar='COMMAND')
+  run_parser = commands.add_parser(
+      'run', help='run the pipeline: CSV -> ... -> pushed model',
+      epilog=EXIT_CODES_HELP,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  _add_config_flags(run_parser)
+  run_parser.add_argument('--allow-anomalies', action='store_true',
+                          help='train and push even if ExampleValidator '
+                          'finds data anomalies')
+  run_parser.add_argument('--no-cache', action='store_true',
+                          help='re-run every component')
+  run_parser.add_argument('-v', '--verbose', action='store_true',
+                          help='also show all logs on stderr')
+  run_parser.set_defaults(handler=_run)
+  return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    return args.handler(args)
+  except (config_lib.ConfigError, input_check.InputError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return runner.EXIT_BAD_INPUT
+  except runner.ComponentFailed as e:
+    print(f'error: {e}', file=sys.stderr)
+    return runner.EXIT_FAILED
+  except KeyboardInterrupt:
+    print('interrupted', file=sys.stderr)
+    return 130
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,253 @@
+"""The one typed configuration that feeds every runner.
+
+A `PipelineConfig` comes from its defaults (the bundled Chicago taxi data), a
+YAML file with the same sections (`data`, `split`, `training`, `evaluation`,
+and top-level keys), and `section.key=value` overrides from the command line,
+in that order. Paths inside a YAML file are relative to that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_TAXI_CSV = REPO_ROOT / 'data' / 'taxi' / 'data.csv'
+
+# Kubeflow accepts only these pipeline names; keep local runs deployable.
+_PIPELINE_NAME = re.compile(r'[a-z0-9][a-z0-9-]{0,127}')
+_MODEL_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
+ORCHESTRATORS = ('local', 'beam')
+
+
+class ConfigError(ValueError):
+  """The configuration (file, flags or their combination) is invalid."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+  """What to learn from. Feature types (numeric or string) come from the data."""
+  # A CSV file, or a directory whose *.csv files all share one header.
+  path: str = str(BUNDLED_TAXI_CSV)
+  label: str = 'fare'
+  # Columns that are not model inputs (identifiers, leaks, near-empty ones).
+  exclude_features: List[str] = dataclasses.field(default_factory=lambda: [
+      'tips', 'trip_start_timestamp', 'pickup_census_tract',
+      'dropoff_census_tract', 'pickup_latitude', 'pickup_longitude',
+      'dropoff_latitude', 'dropoff_longitude'])
+  # Numeric columns whose values are codes, not quantities: they get a
+  # vocabulary (one weight per value) instead of z-scoring.
+  categorical_features: List[str] = dataclasses.field(default_factory=lambda: [
+      'trip_start_hour', 'trip_start_day', 'trip_start_month',
+      'pickup_community_area', 'dropoff_community_area'])
+  # Evaluation is reported overall and per value of each of these columns.
+  slice_features: List[str] = dataclasses.field(
+      default_factory=lambda: ['payment_type', 'trip_start_hour'])
+  # A curated schema.pbtxt (ImportSchemaGen); empty means SchemaGen infers one.
+  schema: Optional[str] = None
+
+
+@dataclasses.dataclass
+class SplitConfig:
+  """Hash-based train/eval split of CsvExampleGen, as bucket counts."""
+  train_buckets: int = 2
+  eval_buckets: int = 1
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+  train_steps: int = 1000
+  eval_steps: int = 50
+  batch_size: int = 128
+  learning_rate: float = 0.05
+  # Out-of-vocabulary buckets for every string/categorical feature.
+  oov_buckets: int = 1
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+  # Absolute gate: the candidate's overall RMSE must be at most this.
+  rmse_upper_bound: Optional[float] = 10.0
+  # Change gate: RMSE may exceed the last blessed model's by at most this.
+  max_rmse_increase: float = 1e-6
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+  pipeline_name: str = 'taxi-fare'
+  model_name: str = 'taxi_fare'
+  output_dir: str = 'output'
+  orchestrator: str = 'local'
+  enable_cache: bool = True
+  # Run Transform/Trainer/Evaluator/Pusher even when ExampleValidator finds
+  # anomalies (they are still listed in the summary).
+  allow_anomalies: bool = False
+  # Passed to every Beam-based component.
+  beam_args: List[str] = dataclasses.field(
+      default_factory=lambda: ['--direct_running_mode=in_memory'])
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+  training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+  evaluation: EvaluationConfig = dataclasses.field(
+      default_factory=EvaluationConfig)
+
+  @property
+  def output_path(self) -> Path:
+    return Path(self.output_dir).resolve()
+
+  @property
+  def pipeline_root(self) -> str:
+    return str(self.output_path / 'pipeline')
+
+  @property
+  def metadata_path(self) -> str:
+    return str(self.output_path / 'metadata.sqlite')
+
+  @property
+  def serving_model_dir(self) -> str:
+    """TF Serving model base path: versions are integer subdirectories."""
+    return str(self.output_path / 'serving' / self.model_name)
+
+  def validate(self) -> 'PipelineConfig':
+    if not _PIPELINE_NAME.fullmatch(self.pipeline_name):
+      raise ConfigError(
+          f'pipeline_name {self.pipeline_name!r} must match '
+          f'{_PIPELINE_NAME.pattern} (Kubeflow naming rule)')
+    if not _MODEL_NAME.fullmatch(self.model_name):
+      raise ConfigError(
+          f'model_name {self.model_name!r} must match {_MODEL_NAME.pattern}')
+    if self.orchestrator not in ORCHESTRATORS:
+      raise ConfigError(f'orchestrator must be one of {ORCHESTRATORS}, '
+                        f'not {self.orchestrator!r}')
+    if self.split.train_buckets < 1 or self.split.eval_buckets < 1:
+      raise ConfigError('split.train_buckets and split.eval_buckets must be '
+                        '>= 1')
+    for name in ('train_steps', 'eval_steps', 'batch_size'):
+      if getattr(self.training, name) < 1:
+        raise ConfigError(f'training.{name} must be >= 1')
+    if self.training.oov_buckets < 1:
+      raise ConfigError('training.oov_buckets must be >= 1')
+    if not self.data.label:
+      raise ConfigError('data.label is required')
+    if self.data.label in self.data.exclude_features:
+      raise ConfigError(f'the label {self.data.label!r} is also excluded')
+    if self.data.schema and not Path(self.data.schema).is_file():
+      raise ConfigError(f'data.schema: no such file: {self.data.schema}')
+    return self
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+  """Converts a YAML or command-line value to the field's declared type."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if origin is typing.Union:  # Optional[X]
+    if value is None or (isinstance(value, str) and
+                         value.strip().lower() in ('', 'none', 'null')):
+      return None
+    return _coerce(value, next(a for a in args if a is not type(None)), key)
+  if origin in (list, List):
+    if isinstance(value, str):
+      value = [v.strip() for v in value.split(',') if v.strip()]
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f'{key}: expected a list, got {value!r}')
+    return [_coerce(v, args[0], key) for v in value]
+  if annotation is bool:
+    if isinstance(value, bool):
+      return value
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'yes', 'on'):
+      return True
+    if text in ('0', 'false', 'no', 'off'):
+      return False
+    raise ConfigError(f'{key}: expected true or false, got {value!r}')
+  if annotation in (int, float, str):
+    if annotation is int and isinstance(value, float):
+      raise ConfigError(f'{key}: expected an integer, got {value!r}')
+    try:
+      return annotation(value)
+    except (TypeError, ValueError):
+      raise ConfigError(
+          f'{key}: expected {annotation.__name__}, got {value!r}') from None
+  raise ConfigError(f'{key}: unsupported type {annotation}')
+
+
+def _field_types(cls) -> Dict[str, Any]:
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _apply(obj, values: Mapping[str, Any], prefix: str = ''):
+  """Returns `obj` with `values` (a nested mapping) applied, type-checked."""
+  types = _field_types(type(obj))
+  changes = {}
+  for key, value in values.items():
+    full_key = f'{prefix}{key}'
+    if key not in types:
+      raise ConfigError(f'unknown setting {full_key!r}; known: '
+                        f'{", ".join(prefix + k for k in types)}')
+    current = getattr(obj, key)
+    if dataclasses.is_dataclass(current):
+      if not isinstance(value, Mapping):
+        raise ConfigError(f'{full_key}: expected a section (mapping)')
+      changes[key] = _apply(current, value, f'{full_key}.')
+    else:
+      changes[key] = _coerce(value, types[key], full_key)
+  return dataclasses.replace(obj, **changes)
+
+
+def _resolve_relative_paths(values: Dict[str, Any], base: Path) -> None:
+  """Makes the file paths of a YAML file relative to that file."""
+  data = values.get('data') or {}
+  for key in ('path', 'schema'):
+    if data.get(key):
+      data[key] = str((base / os.path.expanduser(data[key])).resolve())
+  if values.get('output_dir'):
+    values['output_dir'] = str(
+        (base / os.path.expanduser(values['output_dir'])).resolve())
+
+
+def parse_overrides(pairs: List[str]) -> Dict[str, Any]:
+  """['training.train_steps=10', ...] -> {'training': {'train_steps': '10'}}."""
+  nested: Dict[str, Any] = {}
+  for pair in pairs:
+    key, sep, value = pair.partition('=')
+    if not sep or not key.strip():
+      raise ConfigError(f'override {pair!r} is not of the form key=value')
+    *sections, leaf = key.strip().split('.')
+    node = nested
+    for section in sections:
+      node = node.setdefault(section, {})
+    node[leaf] = value
+  return nested
+
+
+def load_config(config_file: Optional[str] = None,
+                overrides: Optional[Mapping[str, Any]] = None,
+                base: Optional[PipelineConfig] = None) -> PipelineConfig:
+  """Builds the validated configuration: `base`, then the file, then overrides."""
+  config = base or PipelineConfig()
+  if config_file:
+    path = Path(config_file)
+    try:
+      values = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+      raise ConfigError(f'cannot read config file {path}: {e.strerror}') from e
+    except yaml.YAMLError as e:
+      raise ConfigError(f'config file {path} is not valid YAML: {e}') from e
+    if not isinstance(values, dict):
+      raise ConfigError(f'config file {path} must hold a mapping of settings')
+    _resolve_relative_paths(values, path.resolve().parent)
+    config = _apply(config, values)
+  if overrides:
+    config = _apply(config, overrides)
+  return config.validate()
+
+
+def to_dict(config: PipelineConfig) -> Dict[str, Any]:
+  return dataclasses.asdict(config)

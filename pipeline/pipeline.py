@@ -1,0 +1,165 @@
+"""The TFX pipeline: components and their wiring, nothing else.
+
+Every runner (local, Beam, and later Kubeflow) builds its pipeline here from
+the one `PipelineConfig`.
+"""
+
+from pathlib import Path
+from typing import List
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.dsl.placeholder import placeholder as ph
+from tfx.proto import example_gen_pb2
+
+from components import features
+from pipeline.config import PipelineConfig
+
+PREPROCESSING_FN = 'components.preprocessing.preprocessing_fn'
+RUN_FN = 'components.model.run_fn'
+# Component ids, as they appear in MLMD, logs and the summary.
+EXAMPLE_GEN = 'CsvExampleGen'
+STATISTICS_GEN = 'StatisticsGen'
+SCHEMA_GEN = 'SchemaGen'
+EXAMPLE_VALIDATOR = 'ExampleValidator'
+TRANSFORM = 'Transform'
+TRAINER = 'Trainer'
+RESOLVER = 'latest_blessed_model_resolver'
+EVALUATOR = 'Evaluator'
+PUSHER = 'Pusher'
+
+
+def csv_input(config: PipelineConfig):
+  """CsvExampleGen's input_base and split pattern for `data.path`."""
+  path = Path(config.data.path)
+  if path.is_dir():
+    return str(path), '*.csv'
+  return str(path.parent), path.name
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+  """TFMA metrics, slices and the two blessing thresholds on RMSE."""
+  rmse_threshold = tfma.MetricThreshold(
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.LOWER_IS_BETTER,
+          absolute={'value': config.evaluation.max_rmse_increase}))
+  if config.evaluation.rmse_upper_bound is not None:
+    rmse_threshold.value_threshold.CopyFrom(tfma.GenericValueThreshold(
+        upper_bound={'value': config.evaluation.rmse_upper_bound}))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(
+          # The signature that takes serialized tf.Examples (raw features).
+          signature_name='serving_default',
+          label_key=config.data.label)],
+      slicing_specs=[tfma.SlicingSpec()] + [
+          tfma.SlicingSpec(feature_keys=[name])
+          for name in config.data.slice_features],
+      metrics_specs=[tfma.MetricsSpec(metrics=[
+          tfma.MetricConfig(class_name='ExampleCount'),
+          tfma.MetricConfig(class_name='MeanSquaredError'),
+          # The gates apply to the overall slice, not to each small slice.
+          tfma.MetricConfig(
+              class_name='RootMeanSquaredError',
+              per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                  slicing_specs=[tfma.SlicingSpec()],
+                  threshold=rmse_threshold)]),
+          tfma.MetricConfig(class_name='MeanAbsoluteError'),
+          tfma.MetricConfig(class_name='MeanLabel'),
+          tfma.MetricConfig(class_name='MeanPrediction'),
+      ])],
+      # Only the metrics above, not the model's compiled Keras metrics.
+      options=tfma.Options(include_default_metrics={'value': False}))
+
+
+def _model_components(config: PipelineConfig, example_gen,
+                      schema_gen) -> List:
+  """Transform, Trainer, Resolver, Evaluator and Pusher."""
+  custom_config = features.make_custom_config(
+      label=config.data.label,
+      exclude_features=config.data.exclude_features,
+      categorical_features=config.data.categorical_features,
+      oov_buckets=config.training.oov_buckets)
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn=PREPROCESSING_FN,
+      custom_config=custom_config)
+  trainer = tfx.components.Trainer(
+      run_fn=RUN_FN,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
+      custom_config=dict(custom_config,
+                         batch_size=config.training.batch_size,
+                         learning_rate=config.training.learning_rate))
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(
+          type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id(RESOLVER)
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      eval_config=eval_config(config))
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=config.serving_model_dir)))
+  return [transform, trainer, model_resolver, evaluator, pusher]
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+  input_base, pattern = csv_input(config)
+  example_gen = tfx.components.CsvExampleGen(
+      input_base=input_base,
+      input_config=example_gen_pb2.Input(splits=[
+          example_gen_pb2.Input.Split(name='data', pattern=pattern)]),
+      output_config=example_gen_pb2.Output(
+          split_config=example_gen_pb2.SplitConfig(splits=[
+              example_gen_pb2.SplitConfig.Split(
+                  name='train', hash_buckets=config.split.train_buckets),
+              example_gen_pb2.SplitConfig.Split(
+                  name='eval', hash_buckets=config.split.eval_buckets),
+          ])))
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'])
+  if config.data.schema:
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=config.data.schema).with_id(SCHEMA_GEN)
+  else:
+    # Shapes are not inferred: every column may be missing at serving time,
+    # so all are parsed as variable-length and imputed by the transform.
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs['statistics'],
+        infer_feature_shape=False)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  components = [example_gen, statistics_gen, schema_gen, example_validator]
+  if config.allow_anomalies:
+    components += _model_components(config, example_gen, schema_gen)
+  else:
+    # The data gate: nothing downstream runs unless both splits validate.
+    # (Components join a Cond by being created inside it.)
+    blessed = example_validator.outputs['anomalies'].future()[0] \
+        .custom_property('blessed')
+    with tfx.dsl.Cond(ph.logical_and(blessed['train'] == 1,
+                                     blessed['eval'] == 1)):
+      components += _model_components(config, example_gen, schema_gen)
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      metadata_connection_config=(
+          tfx.orchestration.metadata.sqlite_metadata_connection_config(
+              config.metadata_path)),
+      components=components,
+      enable_cache=config.enable_cache,
+      beam_pipeline_args=list(config.beam_args))

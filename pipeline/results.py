@@ -1,0 +1,242 @@
+"""What a pipeline run did, read back from MLMD and the artifacts it lists.
+
+One place serves the end-of-run summary, the tests and (later) notebooks and
+reports: find the run in MLMD, then each component's execution state and
+duration, the validation anomalies, the TFMA metrics per slice, the blessing
+with its thresholds, and the push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+import tensorflow_model_analysis as tfma
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from pipeline import pipeline as pipeline_def
+from pipeline.config import PipelineConfig
+
+OVERALL = 'Overall'
+RMSE = 'root_mean_squared_error'
+# Metric display order (TFMA metric names).
+METRICS = ('example_count', RMSE, 'mean_squared_error', 'mean_absolute_error',
+           'mean_label', 'mean_prediction')
+
+_STATES = {
+    metadata_store_pb2.Execution.NEW: 'new',
+    metadata_store_pb2.Execution.RUNNING: 'running',
+    metadata_store_pb2.Execution.COMPLETE: 'complete',
+    metadata_store_pb2.Execution.FAILED: 'failed',
+    metadata_store_pb2.Execution.CACHED: 'cached',
+    metadata_store_pb2.Execution.CANCELED: 'canceled',
+}
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
+                  metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+@dataclasses.dataclass
+class ComponentRun:
+  node_id: str
+  state: str  # complete | cached | failed | running | skipped | ...
+  seconds: Optional[float] = None
+  outputs: Dict[str, List[metadata_store_pb2.Artifact]] = dataclasses.field(
+      default_factory=dict)
+
+  def output(self, key: str) -> Optional[metadata_store_pb2.Artifact]:
+    artifacts = self.outputs.get(key) or []
+    return artifacts[0] if artifacts else None
+
+
+@dataclasses.dataclass
+class ThresholdCheck:
+  description: str   # e.g. 'RMSE <= 10.0 (absolute)'
+  value: Optional[float]
+  passed: Optional[bool]  # None: not checked (no baseline yet)
+
+
+@dataclasses.dataclass
+class RunResults:
+  pipeline_name: str
+  run_id: str
+  components: List[ComponentRun]
+  # split -> ['feature: short description', ...]; empty lists when clean.
+  anomalies: Dict[str, List[str]]
+  # slice -> metric -> value, for the candidate model and (if any) baseline.
+  metrics: Dict[str, Dict[str, float]]
+  baseline_metrics: Dict[str, Dict[str, float]]
+  blessed: Optional[bool]
+  thresholds: List[ThresholdCheck]
+  pushed_version: Optional[str]
+  pushed_path: Optional[str]
+  evaluation_uri: Optional[str]
+
+  @property
+  def pushed(self) -> bool:
+    return self.pushed_version is not None
+
+  @property
+  def has_anomalies(self) -> bool:
+    return any(self.anomalies.values())
+
+  def component(self, node_id: str) -> Optional[ComponentRun]:
+    return next((c for c in self.components if c.node_id == node_id), None)
+
+
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
+  if not Path(metadata_path).is_file():
+    raise FileNotFoundError(f'no metadata store at {metadata_path}')
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = metadata_path
+  connection.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+  return metadata_store.MetadataStore(connection)
+
+
+def _latest_run(store, pipeline_name: str) -> metadata_store_pb2.Context:
+  pipeline_context = store.get_context_by_type_and_name('pipeline',
+                                                        pipeline_name)
+  runs = {}
+  if pipeline_context:
+    for execution in store.get_executions_by_context(pipeline_context.id):
+      for context in store.get_contexts_by_execution(execution.id):
+        if context.type == 'pipeline_run':
+          runs[context.id] = context
+  if not runs:
+    raise LookupError(f'no run of pipeline {pipeline_name!r} in MLMD')
+  return max(runs.values(), key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def _component_runs(store, pipeline_name: str,
+                    run: metadata_store_pb2.Context) -> Dict[str, ComponentRun]:
+  executions = store.get_executions_by_context(run.id)
+  events = store.get_events_by_execution_ids([e.id for e in executions])
+  artifacts = {a.id: a for a in store.get_artifacts_by_id(
+      list({e.artifact_id for e in events}))}
+  outputs: Dict[int, Dict[str, List]] = {}
+  for event in events:
+    if event.type in _OUTPUT_EVENTS:
+      key = event.path.steps[0].key if event.path.steps else ''
+      outputs.setdefault(event.execution_id, {}).setdefault(key, []).append(
+          artifacts[event.artifact_id])
+  prefix = f'{pipeline_name}.'
+  runs = {}
+  for execution in sorted(executions, key=lambda e: e.id):
+    node = next((c.name[len(prefix):]
+                 for c in store.get_contexts_by_execution(execution.id)
+                 if c.type == 'node' and c.name.startswith(prefix)), None)
+    if node is None:
+      continue
+    seconds = (execution.last_update_time_since_epoch -
+               execution.create_time_since_epoch) / 1000
+    runs[node] = ComponentRun(
+        node_id=node, state=_STATES.get(execution.last_known_state, 'unknown'),
+        seconds=seconds, outputs=outputs.get(execution.id, {}))
+  return runs
+
+
+def _anomalies(artifact) -> Dict[str, List[str]]:
+  found = {}
+  for split_dir in sorted(Path(artifact.uri).glob('Split-*')):
+    anomalies = anomalies_pb2.Anomalies()
+    anomalies.ParseFromString((split_dir / 'SchemaDiff.pb').read_bytes())
+    found[split_dir.name[len('Split-'):]] = [
+        f'{feature}: {info.short_description or info.description}'
+        for feature, info in sorted(anomalies.anomaly_info.items())] + (
+            [f'dataset: {anomalies.dataset_anomaly_info.description}']
+            if anomalies.HasField('dataset_anomaly_info') else [])
+  return found
+
+
+def _slice_name(slice_key) -> str:
+  parts = []
+  for key in slice_key.single_slice_keys:
+    value = getattr(key, key.WhichOneof('kind'))
+    if isinstance(value, bytes):
+      value = value.decode('utf-8', 'replace')
+    parts.append(f'{key.column}={value}')
+  return ', '.join(parts) or OVERALL
+
+
+def _metrics(evaluation_uri: str):
+  """(candidate, baseline, diff): slice -> metric -> value."""
+  candidate, baseline, diff = {}, {}, {}
+  for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+    name = _slice_name(metrics_for_slice.slice_key)
+    for item in metrics_for_slice.metric_keys_and_values:
+      if not item.value.HasField('double_value'):
+        continue
+      key = item.key
+      target = (diff if key.is_diff else
+                baseline if key.model_name == 'baseline' else candidate)
+      target.setdefault(name, {})[key.name] = item.value.double_value.value
+  return candidate, baseline, diff
+
+
+def _threshold_checks(config: PipelineConfig, evaluation_uri: str,
+                      metrics, diff, has_baseline: bool) -> List[ThresholdCheck]:
+  failed = set()
+  validation = tfma.load_validation_result(evaluation_uri)
+  for per_slice in validation.metric_validations_per_slice:
+    for failure in per_slice.failures:
+      failed.add((failure.metric_key.name, failure.metric_key.is_diff))
+  checks = []
+  bound = config.evaluation.rmse_upper_bound
+  if bound is not None:
+    checks.append(ThresholdCheck(
+        f'RMSE <= {bound:g} (absolute)', metrics.get(OVERALL, {}).get(RMSE),
+        (RMSE, False) not in failed))
+  increase = config.evaluation.max_rmse_increase
+  checks.append(ThresholdCheck(
+      f'RMSE - baseline RMSE <= {increase:g} (change)',
+      diff.get(OVERALL, {}).get(RMSE),
+      (RMSE, True) not in failed if has_baseline else None))
+  return checks
+
+
+def load_run_results(config: PipelineConfig) -> RunResults:
+  """The results of the latest run of `config`'s pipeline."""
+  store = _store(config.metadata_path)
+  run = _latest_run(store, config.pipeline_name)
+  by_node = _component_runs(store, config.pipeline_name, run)
+  node_order = [pipeline_def.EXAMPLE_GEN, pipeline_def.STATISTICS_GEN,
+                pipeline_def.SCHEMA_GEN, pipeline_def.EXAMPLE_VALIDATOR,
+                pipeline_def.TRANSFORM, pipeline_def.TRAINER,
+                pipeline_def.RESOLVER, pipeline_def.EVALUATOR,
+                pipeline_def.PUSHER]
+  components = [by_node.get(node, ComponentRun(node, 'skipped'))
+                for node in node_order]
+
+  validator = by_node.get(pipeline_def.EXAMPLE_VALIDATOR)
+  anomalies_artifact = validator.output('anomalies') if validator else None
+  anomalies = _anomalies(anomalies_artifact) if anomalies_artifact else {}
+
+  metrics, baseline, diff, thresholds = {}, {}, {}, []
+  blessed = evaluation_uri = None
+  evaluator = by_node.get(pipeline_def.EVALUATOR)
+  if evaluator and evaluator.output('evaluation'):
+    evaluation_uri = evaluator.output('evaluation').uri
+    metrics, baseline, diff = _metrics(evaluation_uri)
+    thresholds = _threshold_checks(config, evaluation_uri, metrics, diff,
+                                   has_baseline=bool(baseline))
+    blessing = evaluator.output('blessing')
+    blessed = bool(blessing.custom_properties['blessed'].int_value)
+
+  pushed_version = pushed_path = None
+  pusher = by_node.get(pipeline_def.PUSHER)
+  pushed_model = pusher.output('pushed_model') if pusher else None
+  if pushed_model and pushed_model.custom_properties['pushed'].int_value:
+    properties = pushed_model.custom_properties
+    pushed_version = properties['pushed_version'].string_value
+    pushed_path = properties['pushed_destination'].string_value
+
+  return RunResults(
+      pipeline_name=config.pipeline_name, run_id=run.name,
+      components=components, anomalies=anomalies, metrics=metrics,
+      baseline_metrics=baseline, blessed=blessed, thresholds=thresholds,
+      pushed_version=pushed_version, pushed_path=pushed_path,
+      evaluation_uri=evaluation_uri)
+

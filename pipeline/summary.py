@@ -1,0 +1,127 @@
+"""The short human summary printed at the end of `tfx-e2e run`."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from pipeline import results as results_lib
+from pipeline.runner import RunOutcome
+
+# Per sliced feature, the summary shows the largest slices; all are in MLMD.
+MAX_SLICES_PER_FEATURE = 12
+
+_COLUMNS = (('example_count', 'examples'), (results_lib.RMSE, 'RMSE'),
+            ('mean_squared_error', 'MSE'), ('mean_absolute_error', 'MAE'),
+            ('mean_label', 'mean label'), ('mean_prediction', 'mean pred'))
+
+
+def _number(value: Optional[float]) -> str:
+  if value is None:
+    return '-'
+  if float(value).is_integer() and abs(value) >= 1:
+    return f'{int(value):,}'
+  return f'{value:.4g}'
+
+
+def _components_table(outcome: RunOutcome) -> List[str]:
+  lines = [f'  {"component":<32} {"status":<10} {"time":>8}']
+  for component in outcome.results.components:
+    seconds = ('' if component.seconds is None
+               else f'{component.seconds:.1f}s')
+    lines.append(f'  {component.node_id:<32} {component.state:<10} '
+                 f'{seconds:>8}')
+  return lines
+
+
+def _shown_slices(metrics: Dict[str, Dict[str, float]]) -> List[str]:
+  """Overall, then per feature the largest slices (by example count)."""
+  by_feature: Dict[str, List[str]] = {}
+  for name in metrics:
+    if name != results_lib.OVERALL:
+      by_feature.setdefault(name.split('=', 1)[0], []).append(name)
+  shown = [results_lib.OVERALL] if results_lib.OVERALL in metrics else []
+  for feature in sorted(by_feature):
+    names = sorted(by_feature[feature],
+                   key=lambda n: -metrics[n].get('example_count', 0))
+    kept = names[:MAX_SLICES_PER_FEATURE]
+    shown += sorted(kept, key=_natural_key)
+    if len(names) > len(kept):
+      shown.append(f'... {len(names) - len(kept)} smaller {feature} slices')
+  return shown
+
+
+def _natural_key(name: str):
+  value = name.split('=', 1)[-1]
+  try:
+    return (0, float(value), '')
+  except ValueError:
+    return (1, 0.0, value)
+
+
+def _metrics_table(metrics: Dict[str, Dict[str, float]]) -> List[str]:
+  width = max([len(s) for s in metrics] + [len('slice')])
+  width = min(width, 40)
+  lines = ['  ' + f'{"slice":<{width}}' + ''.join(
+      f' {title:>11}' for _, title in _COLUMNS)]
+  for name in _shown_slices(metrics):
+    values = metrics.get(name)
+    if values is None:
+      lines.append(f'  {name}')
+      continue
+    lines.append('  ' + f'{name[:width]:<{width}}' + ''.join(
+        f' {_number(values.get(key)):>11}' for key, _ in _COLUMNS))
+  return lines
+
+
+def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
+  results = outcome.results
+  report = outcome.input_report
+  lines = [f'Pipeline {results.pipeline_name}, run {results.run_id}', '']
+  lines.append(f'Input: {", ".join(report.files)}: {report.rows:,} rows, '
+               f'{report.dropped_rows:,} dropped for a missing or non-finite '
+               'label' + (f' (e.g. {", ".join(report.dropped_examples)})'
+                          if report.dropped_rows else ''))
+  lines += ['', 'Components:'] + _components_table(outcome)
+
+  if results.has_anomalies:
+    lines += ['', 'Data anomalies (ExampleValidator):']
+    for split, found in results.anomalies.items():
+      lines += [f'  {split}: {item}' for item in found]
+
+  if results.metrics:
+    lines += ['', 'Evaluation (eval split, candidate model):']
+    lines += _metrics_table(results.metrics)
+    baseline_rmse = results.baseline_metrics.get(
+        results_lib.OVERALL, {}).get(results_lib.RMSE)
+    if baseline_rmse is not None:
+      lines.append(f'  baseline (last blessed model) overall RMSE: '
+                   f'{_number(baseline_rmse)}')
+
+  lines.append('')
+  if results.blessed is None:
+    lines.append('Blessing: not evaluated')
+  else:
+    lines.append(f'Blessing: {"BLESSED" if results.blessed else "NOT BLESSED"}')
+    for check in results.thresholds:
+      verdict = {True: 'pass', False: 'FAIL',
+                 None: 'not checked (no blessed baseline yet)'}[check.passed]
+      value = '' if check.value is None else f' (value {_number(check.value)})'
+      lines.append(f'  {check.description}: {verdict}{value}')
+
+  if results.pushed:
+    lines.append(f'Pushed: version {results.pushed_version} to '
+                 f'{results.pushed_path}')
+  else:
+    lines.append(f'Pushed: nothing ({_why_not_pushed(results)})')
+  if log_path:
+    lines.append(f'Log: {log_path}')
+  return '\n'.join(lines)
+
+
+def _why_not_pushed(results: results_lib.RunResults) -> str:
+  if results.has_anomalies and results.blessed is None:
+    return ('the data gate stopped the run: ExampleValidator found anomalies;'
+            ' fix the data or schema, or pass --allow-anomalies')
+  if results.blessed is False:
+    return 'the model was not blessed'
+  return 'the Pusher did not run'

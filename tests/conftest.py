@@ -1,0 +1,57 @@
+"""Shared fixtures: small real data samples and a way to run the CLI."""
+
+import csv
+import io
+from contextlib import redirect_stdout, redirect_stderr
+from pathlib import Path
+from typing import List, NamedTuple
+
+import pytest
+
+import pipeline  # noqa: F401  (sets the Keras/TensorFlow environment first)
+from pipeline import cli
+from pipeline.config import BUNDLED_TAXI_CSV
+
+TESTS_DATA = Path(__file__).parent / 'data'
+PENGUINS_CSV = TESTS_DATA / 'penguins.csv'
+# Small enough for a fast run, large enough for every payment type and hour.
+TAXI_SAMPLE_ROWS = 3000
+# Fast settings for end-to-end runs on samples.
+FAST = ['--set', 'training.train_steps=300', '--set', 'training.eval_steps=10']
+
+
+class CliResult(NamedTuple):
+  exit_code: int
+  stdout: str
+  stderr: str
+
+
+def run_cli(args: List[str]) -> CliResult:
+  """Runs `tfx-e2e ARGS` in this process (no TensorFlow start-up per call)."""
+  out, err = io.StringIO(), io.StringIO()
+  with redirect_stdout(out), redirect_stderr(err):
+    code = cli.main(args)
+  return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def write_csv(path: Path, header: List[str], rows: List[List[str]]) -> Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+  return path
+
+
+def read_csv(path: Path):
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  return rows[0], rows[1:]
+
+
+@pytest.fixture(scope='session')
+def taxi_sample(tmp_path_factory) -> Path:
+  """The first rows of the bundled taxi data, as their own CSV."""
+  header, rows = read_csv(BUNDLED_TAXI_CSV)
+  return write_csv(tmp_path_factory.mktemp('taxi') / 'data.csv', header,
+                   rows[:TAXI_SAMPLE_ROWS])
