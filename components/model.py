@@ -45,9 +45,28 @@ def _dataset(file_pattern: List[str],
       tft_output.transformed_metadata.schema).map(_drop_unlabelled)
 
 
+def label_moments(dataset: tf.data.Dataset, max_batches: int = 100):
+  """Mean and standard deviation of the label over the first batches."""
+  total = total_sq = count = 0.0
+  for _, labels in dataset.take(max_batches):
+    labels = tf.cast(labels, tf.float64)
+    total += float(tf.reduce_sum(labels))
+    total_sq += float(tf.reduce_sum(labels * labels))
+    count += int(tf.size(labels))
+  mean = total / max(count, 1)
+  variance = max(total_sq / max(count, 1) - mean * mean, 0.0)
+  return mean, (variance ** 0.5) or 1.0
+
+
 def build_model(tft_output: tft.TFTransformOutput, label: str,
-                learning_rate: float) -> keras.Model:
-  """The linear model over every transformed feature except the label."""
+                learning_rate: float, label_mean: float = 0.0,
+                label_std: float = 1.0) -> keras.Model:
+  """The linear model over every transformed feature except the label.
+
+  The linear layer works in label standard deviations and the output is
+  rescaled to label units (still y = XW + b), so the optimizer's step size
+  suits any label scale: grams, dollars or millions.
+  """
   inputs, columns = {}, []
   for name, spec in sorted(tft_output.transformed_feature_spec().items()):
     if name == label:
@@ -60,7 +79,9 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
           output_mode='one_hot')(column)
     columns.append(column)
   x = keras.layers.Concatenate()(columns) if len(columns) > 1 else columns[0]
-  prediction = keras.layers.Dense(1, name='linear')(x)
+  linear = keras.layers.Dense(1, name='linear')(x)
+  prediction = keras.layers.Rescaling(scale=label_std, offset=label_mean,
+                                      name='to_label_units')(linear)
   model = keras.Model(inputs=inputs, outputs=prediction)
   model.compile(
       optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -138,7 +159,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                    label, batch_size)
   evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tft_output,
                         label, batch_size)
-  model = build_model(tft_output, label, custom_config['learning_rate'])
+  mean, std = label_moments(train)
+  logging.info('Label %s: mean %.4g, standard deviation %.4g', label, mean, std)
+  model = build_model(tft_output, label, custom_config['learning_rate'],
+                      label_mean=mean, label_std=std)
   history = model.fit(
       train, steps_per_epoch=fn_args.train_steps, epochs=1,
       validation_data=evaluation, validation_steps=fn_args.eval_steps,

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -58,9 +59,14 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   """The configuration from --config, the named flags and --set."""
   base = None
   if args.data and not args.config:
-    base = config_lib.PipelineConfig(data=config_lib.DataConfig(
-        path=args.data, label='', exclude_features=[],
-        categorical_features=[], slice_features=[]))
+    # Another dataset: no taxi feature settings, names after the data.
+    name = re.sub(r'[^a-z0-9]+', '-', Path(args.data).stem.lower()).strip('-')
+    name = name or 'data'
+    base = config_lib.PipelineConfig(
+        pipeline_name=name, model_name=name.replace('-', '_'),
+        data=config_lib.DataConfig(
+            path=args.data, label='', exclude_features=[],
+            categorical_features=[], slice_features=[]))
   flags = {
       'output_dir': args.output,
       'orchestrator': args.orchestrator,
@@ -167,6 +173,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     return args.handler(args)
   except (config_lib.ConfigError, input_check.InputError) as e:
     print(f'error: {e}', file=sys.stderr)
+    return runner.EXIT_BAD_INPUT
+  except OSError as e:  # e.g. an unwritable output directory
+    print(f'error: {e.filename or ""}: {e.strerror or e}', file=sys.stderr)
     return runner.EXIT_BAD_INPUT
   except runner.ComponentFailed as e:
     print(f'error: {e}', file=sys.stderr)

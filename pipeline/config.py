@@ -203,9 +203,9 @@ def _apply(obj, values: Mapping[str, Any], prefix: str = ''):
 
 def _resolve_relative_paths(values: Dict[str, Any], base: Path) -> None:
   """Makes the file paths of a YAML file relative to that file."""
-  data = values.get('data') or {}
+  data = values.get('data')
   for key in ('path', 'schema'):
-    if data.get(key):
+    if isinstance(data, dict) and data.get(key):
       data[key] = str((base / os.path.expanduser(data[key])).resolve())
   if values.get('output_dir'):
     values['output_dir'] = str(

@@ -93,11 +93,11 @@ def run(config: PipelineConfig,
   each component. Raises input_check.InputError for unusable data and
   ComponentFailed when a component fails.
   """
-  # Imported here: they load TensorFlow, which `tfx-e2e --help` need not.
+  report = input_check.check_input(config)
+  # Imported here: they load TensorFlow, which `--help` and bad input need not.
   from pipeline import results as results_lib
   from pipeline.pipeline import create_pipeline
 
-  report = input_check.check_input(config)
   tfx_pipeline = create_pipeline(dataclasses.replace(
       config, data=dataclasses.replace(config.data, path=report.path)))
   with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
@@ -105,6 +105,7 @@ def run(config: PipelineConfig,
       _dag_runner(config.orchestrator).run(tfx_pipeline)
     except Exception as e:  # pylint: disable=broad-except
       failed = watcher.current or 'the pipeline'
+      first_line = (str(e).strip().splitlines() or [''])[0][:300]
       raise ComponentFailed(
-          f'{failed} failed: {type(e).__name__}: {e}') from e
+          f'{failed} failed: {type(e).__name__}: {first_line}') from e
   return RunOutcome(report, results_lib.load_run_results(config))

@@ -1,0 +1,83 @@
+"""The one configuration: defaults, YAML file, overrides, validation."""
+
+import pytest
+
+from pipeline import cli
+from pipeline.config import (BUNDLED_TAXI_CSV, ConfigError, PipelineConfig,
+                             load_config, parse_overrides)
+
+
+def test_defaults_are_the_bundled_taxi_task():
+  config = load_config()
+  assert config.data.path == str(BUNDLED_TAXI_CSV)
+  assert config.data.label == 'fare'
+  assert (config.split.train_buckets, config.split.eval_buckets) == (2, 1)
+  assert config.orchestrator == 'local' and config.enable_cache
+
+
+def test_yaml_file_then_overrides(tmp_path):
+  config_file = tmp_path / 'conf' / 'my.yaml'
+  config_file.parent.mkdir()
+  config_file.write_text(
+      'pipeline_name: my-pipe\n'
+      'output_dir: ../runs\n'
+      'data:\n'
+      '  path: data.csv\n'
+      '  label: price\n'
+      '  exclude_features: [id]\n'
+      'training:\n'
+      '  train_steps: 50\n')
+  config = load_config(str(config_file), parse_overrides(
+      ['training.train_steps=70', 'evaluation.rmse_upper_bound=none']))
+  assert config.pipeline_name == 'my-pipe'
+  # Paths in a file are relative to the file.
+  assert config.data.path == str(tmp_path / 'conf' / 'data.csv')
+  assert config.output_dir == str(tmp_path / 'runs')
+  assert config.data.exclude_features == ['id']
+  assert config.training.train_steps == 70
+  assert config.evaluation.rmse_upper_bound is None
+  assert config.serving_model_dir == str(tmp_path / 'runs' / 'serving' /
+                                         'taxi_fare')
+  assert config.metadata_path == str(tmp_path / 'runs' / 'metadata.sqlite')
+
+
+def test_cli_data_flag_selects_another_dataset():
+  args = cli.build_parser().parse_args(
+      ['run', '--data', 'other.csv', '--label', 'y', '--exclude', 'a,b',
+       '--set', 'training.batch_size=16'])
+  config = cli.load_config(args)
+  assert config.data.label == 'y'
+  assert config.data.exclude_features == ['a', 'b']
+  # The taxi-specific feature settings do not carry over.
+  assert config.data.categorical_features == []
+  assert config.data.slice_features == []
+  assert config.training.batch_size == 16
+
+
+def test_cli_set_keeps_taxi_settings_for_another_taxi_file():
+  args = cli.build_parser().parse_args(
+      ['run', '--set', 'data.path=sample.csv', '--allow-anomalies'])
+  config = cli.load_config(args)
+  assert config.data.path == 'sample.csv'
+  assert config.data.slice_features == PipelineConfig().data.slice_features
+  assert config.allow_anomalies
+
+
+@pytest.mark.parametrize('text, message', [
+    ('- a list', 'must hold a mapping'),
+    ('data: [1]', 'data: expected a section'),
+    ('enable_cache: maybe', 'enable_cache: expected true or false'),
+    ('training: {train_steps: 1.5}', 'expected an integer'),
+    ('data: {label: fare, exclude_features: [fare]}', 'is also excluded'),
+    ('orchestrator: kubeflow', 'orchestrator must be one of'),
+])
+def test_invalid_files_name_the_problem(tmp_path, text, message):
+  config_file = tmp_path / 'bad.yaml'
+  config_file.write_text(text)
+  with pytest.raises(ConfigError, match=message):
+    load_config(str(config_file))
+
+
+def test_unreadable_file():
+  with pytest.raises(ConfigError, match='cannot read config file'):
+    load_config('/nonexistent/config.yaml')
