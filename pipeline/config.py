@@ -65,7 +65,7 @@ class TrainingConfig:
   train_steps: int = 1000
   eval_steps: int = 50
   batch_size: int = 128
-  learning_rate: float = 0.05
+  learning_rate: float = 0.01
   # Out-of-vocabulary buckets for every string/categorical feature.
   oov_buckets: int = 1
 
