@@ -5,8 +5,8 @@ columns), so the same code serves any CSV: numeric columns are imputed with
 their mean and z-scored; string columns, and numeric columns configured as
 categorical, are mapped through a vocabulary with OOV buckets (a missing value
 is '', which tf.Transform keeps out of vocabularies, so it lands in an OOV
-bucket like an unseen value). The label passes through as float32, NaN where it is missing or not
-finite, for the Trainer to drop.
+bucket like an unseen value). The label passes through as float32, NaN where
+it is missing or not finite, for the Trainer to drop.
 """
 
 from typing import Any, Dict, Mapping

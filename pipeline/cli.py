@@ -126,6 +126,8 @@ def _print_progress(node: str, event: str, index: int, total: int,
                     seconds: float = 0.0) -> None:
   if event == 'running':
     print(f'[{index}/{total}] {node} ...', end='', flush=True)
+  elif event == 'skipped':
+    print(' skipped', flush=True)
   else:
     print(f' {seconds:.1f}s', flush=True)
 

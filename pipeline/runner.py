@@ -64,7 +64,10 @@ class _ProgressReporter:
       started = time.monotonic()
       execution_info = original_launch(launcher_self)
       reporter.current = None
-      reporter._report(node, 'finished', reporter._started, reporter._total,
+      # No execution: the node's inputs were not met (e.g. the data gate).
+      skipped = execution_info is None or execution_info.execution_id is None
+      reporter._report(node, 'skipped' if skipped else 'finished',
+                       reporter._started, reporter._total,
                        time.monotonic() - started)
       return execution_info
 
@@ -89,8 +92,8 @@ def run(config: PipelineConfig,
   """Gates the input, runs the pipeline and returns what it did.
 
   `progress(node_id, 'running', index, total)` and
-  `progress(node_id, 'finished', index, total, seconds)` are called around
-  each component. Raises input_check.InputError for unusable data and
+  `progress(node_id, 'finished'|'skipped', index, total, seconds)` are called
+  around each component. Raises input_check.InputError for unusable data and
   ComponentFailed when a component fails.
   """
   report = input_check.check_input(config)

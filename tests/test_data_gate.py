@@ -45,6 +45,7 @@ def test_anomalies_stop_the_run_and_are_listed(curated_schema, tmp_path):
   assert 'Data anomalies (ExampleValidator):' in result.stdout
   assert 'island: Unexpected string values' in result.stdout
   assert 'the data gate stopped the run' in result.stdout
+  assert '[5/9] Transform ... skipped' in result.stdout
   assert not (tmp_path / 'serving').exists()
 
   # The documented escape hatch: proceed, still listing the anomalies.
