@@ -8,7 +8,8 @@ setup(
     description='End-to-end TFX pipeline on Apache Beam: CSV to TF Serving.',
     python_requires='>=3.10,<3.11',
     packages=find_packages(include=['pipeline', 'pipeline.*',
-                                    'components', 'components.*']),
+                                    'components', 'components.*',
+                                    'serving', 'serving.*']),
     install_requires=[
         'tfx[kfp]==1.16.0',
         'apache-beam[gcp]==2.59.0',

@@ -12,12 +12,14 @@ both serving signatures take raw data:
   is imputed as in training.
 """
 
+import os
 from typing import Any, Dict, List
 
 from absl import logging
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
+from tensorflow.core.protobuf import saved_model_pb2
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
@@ -171,3 +173,24 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                {k: v[-1] for k, v in history.history.items()})
   model.save(fn_args.serving_model_dir, save_format='tf',
              signatures=_serving_signatures(model, tft_output, custom_config))
+  mark_as_regression_signature(fn_args.serving_model_dir, 'serving_default')
+
+
+def mark_as_regression_signature(saved_model_dir: str, signature: str) -> None:
+  """Gives `signature` TF Serving's regress method name.
+
+  tf.saved_model.save writes every signature as a predict signature, but
+  TF Serving's Regress API (gRPC and REST `:regress`) accepts only
+  signatures whose method is `tensorflow/serving/regress`; its Predict API
+  accepts those too. The signature's tensors already follow the regression
+  convention: one serialized tf.Example input `inputs`, one output `outputs`.
+  """
+  path = os.path.join(saved_model_dir, 'saved_model.pb')
+  saved_model = saved_model_pb2.SavedModel()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    saved_model.ParseFromString(f.read())
+  for meta_graph in saved_model.meta_graphs:
+    meta_graph.signature_def[signature].method_name = (
+        tf.saved_model.REGRESS_METHOD_NAME)
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(saved_model.SerializeToString())

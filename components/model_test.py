@@ -9,6 +9,7 @@ import functools
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow_transform as tft
 from tensorflow_transform import coders as tft_coders
 import tensorflow_transform.beam as tft_beam
@@ -114,6 +115,14 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(tmp_path):
 
   loaded = tf.saved_model.load(str(serving_dir))
   assert {'serving_default', model.RAW_SIGNATURE} <= set(loaded.signatures)
+  # TF Serving's regress API needs the regress method on serving_default.
+  saved_model = saved_model_pb2.SavedModel.FromString(
+      (serving_dir / 'saved_model.pb').read_bytes())
+  signature_defs = saved_model.meta_graphs[0].signature_def
+  assert (signature_defs['serving_default'].method_name ==
+          'tensorflow/serving/regress')
+  assert (signature_defs[model.RAW_SIGNATURE].method_name ==
+          'tensorflow/serving/predict')
   held_out = _rows(50, seed=1)
   expected = np.array([row[LABEL][0] for row in held_out])
 

@@ -28,17 +28,24 @@ EXIT_CODES_HELP = f"""exit codes:
      data gate found anomalies)"""
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser,
+                      dataset_flags: bool = True) -> None:
   group = parser.add_argument_group('configuration')
   group.add_argument('--config', metavar='FILE',
                      help='YAML file with pipeline settings (see '
                      'pipeline/config.py for every setting)')
+  group.add_argument('--output', metavar='DIR', help='output directory')
+  group.add_argument('--set', metavar='KEY=VALUE', action='append',
+                     default=[], dest='overrides',
+                     help='any setting, e.g. training.train_steps=500 or '
+                     'evaluation.rmse_upper_bound=8 (repeatable)')
+  if not dataset_flags:
+    return
   group.add_argument('--data', metavar='PATH',
                      help='a CSV file or a directory of CSV files; without '
                      '--config this selects another dataset, so the bundled '
                      "taxi data's feature settings do not apply")
   group.add_argument('--label', help='the numeric column to predict')
-  group.add_argument('--output', metavar='DIR', help='output directory')
   group.add_argument('--exclude', metavar='COLS',
                      help='comma-separated columns that are not features')
   group.add_argument('--categorical', metavar='COLS',
@@ -49,33 +56,30 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
   group.add_argument('--schema', metavar='FILE',
                      help='a curated schema.pbtxt (ImportSchemaGen)')
   group.add_argument('--orchestrator', choices=config_lib.ORCHESTRATORS)
-  group.add_argument('--set', metavar='KEY=VALUE', action='append',
-                     default=[], dest='overrides',
-                     help='any setting, e.g. training.train_steps=500 or '
-                     'evaluation.rmse_upper_bound=8 (repeatable)')
 
 
 def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   """The configuration from --config, the named flags and --set."""
   base = None
-  if args.data and not args.config:
+  data = getattr(args, 'data', None)
+  if data and not args.config:
     # Another dataset: no taxi feature settings, names after the data.
-    name = re.sub(r'[^a-z0-9]+', '-', Path(args.data).stem.lower()).strip('-')
+    name = re.sub(r'[^a-z0-9]+', '-', Path(data).stem.lower()).strip('-')
     name = name or 'data'
     base = config_lib.PipelineConfig(
         pipeline_name=name, model_name=name.replace('-', '_'),
         data=config_lib.DataConfig(
-            path=args.data, label='', exclude_features=[],
+            path=data, label='', exclude_features=[],
             categorical_features=[], slice_features=[]))
   flags = {
       'output_dir': args.output,
-      'orchestrator': args.orchestrator,
-      'data': {key: value for key, value in {
-          'path': args.data, 'label': args.label,
-          'exclude_features': args.exclude,
-          'categorical_features': args.categorical,
-          'slice_features': args.slice, 'schema': args.schema,
-      }.items() if value is not None},
+      'orchestrator': getattr(args, 'orchestrator', None),
+      'data': {key: getattr(args, flag, None) for key, flag in (
+          ('path', 'data'), ('label', 'label'),
+          ('exclude_features', 'exclude'),
+          ('categorical_features', 'categorical'),
+          ('slice_features', 'slice'), ('schema', 'schema'))
+               if getattr(args, flag, None) is not None},
   }
   if getattr(args, 'allow_anomalies', False):
     flags['allow_anomalies'] = True
@@ -146,6 +150,17 @@ def _run(args: argparse.Namespace) -> int:
   return outcome.exit_code
 
 
+def _serve(args: argparse.Namespace) -> int:
+  from serving import server  # pylint: disable=import-outside-toplevel
+  config = load_config(args)
+  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                      format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  try:
+    return server.serve(args, config.model_name, config.serving_model_dir)
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tfx-e2e', description='End-to-end TFX pipeline on Apache Beam.',
@@ -166,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
   run_parser.add_argument('-v', '--verbose', action='store_true',
                           help='also show all logs on stderr')
   run_parser.set_defaults(handler=_run)
+
+  serve_parser = commands.add_parser(
+      'serve', help="serve the pushed model over TF Serving's REST and gRPC "
+      'API (tensorflow_model_server if installed, else this project\'s '
+      'server)')
+  _add_config_flags(serve_parser, dataset_flags=False)
+  from serving.server import add_arguments  # pylint: disable=import-outside-toplevel
+  add_arguments(serve_parser)
+  serve_parser.add_argument('-v', '--verbose', action='store_true')
+  serve_parser.set_defaults(handler=_serve)
   return parser
 
 

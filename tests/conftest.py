@@ -50,6 +50,19 @@ def read_csv(path: Path):
 
 
 @pytest.fixture(scope='session')
+def taxi_run(taxi_sample, tmp_path_factory):
+  """One real pipeline run on the taxi sample: (CliResult, output dir).
+
+  Shared by the end-to-end tests (which run more on the same directory) and
+  the serving tests (which copy the pushed model).
+  """
+  output = tmp_path_factory.mktemp('taxi-run')
+  result = run_cli(['run', '--set', f'data.path={taxi_sample}', '--output',
+                    str(output), *FAST])
+  return result, output
+
+
+@pytest.fixture(scope='session')
 def taxi_sample(tmp_path_factory) -> Path:
   """The first rows of the bundled taxi data, as their own CSV."""
   header, rows = read_csv(BUNDLED_TAXI_CSV)

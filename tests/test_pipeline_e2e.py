@@ -21,8 +21,8 @@ SLICE_FEATURES = ('payment_type', 'trip_start_hour')
 
 
 @pytest.fixture(scope='module')
-def output_dir(tmp_path_factory) -> Path:
-  return tmp_path_factory.mktemp('taxi-run')
+def output_dir(taxi_run) -> Path:
+  return taxi_run[1]
 
 
 def _args(taxi_sample, output_dir, *extra):
@@ -50,8 +50,8 @@ def _eval_examples(output_dir):
 
 
 @pytest.fixture(scope='module')
-def first_run(taxi_sample, output_dir):
-  return run_cli(_args(taxi_sample, output_dir))
+def first_run(taxi_run):
+  return taxi_run[0]
 
 
 def test_first_run_pushes_a_blessed_model(first_run, output_dir):

@@ -1,0 +1,196 @@
+"""Predict, Regress and Classify on a loaded servable: the one implementation
+behind both the REST and the gRPC API (they only translate formats).
+
+Inputs and outputs are numpy arrays keyed by signature tensor name. Checks and
+messages follow TF Serving's, so that a client cannot tell the servers apart.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from serving.batching import Batcher
+from serving.errors import Code, ServingError
+from serving.models import Servable
+
+PREDICT = tf.saved_model.PREDICT_METHOD_NAME
+REGRESS = tf.saved_model.REGRESS_METHOD_NAME
+CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
+
+
+def _dtype(tensor_info) -> tf.dtypes.DType:
+  return tf.dtypes.as_dtype(tensor_info.dtype)
+
+
+def as_input_array(name: str, values, dtype: tf.dtypes.DType) -> np.ndarray:
+  """`values` as an array of the input's dtype, or a clear INVALID_ARGUMENT."""
+  try:
+    if dtype == tf.string:
+      array = np.asarray(values, dtype=object)
+      if array.dtype == object and array.size and not all(
+          isinstance(v, (bytes, str)) for v in array.flat):
+        raise TypeError('expected strings')
+      return array
+    if dtype == tf.bool:
+      array = np.asarray(values)
+      if array.dtype != np.bool_:
+        raise TypeError('expected booleans')
+      return array
+    array = np.asarray(values)
+    if array.dtype == object or array.dtype.kind in 'USb':
+      raise TypeError(f'expected numbers of type {dtype.name}')
+    if dtype.is_integer and array.dtype.kind == 'f':
+      if not np.all(np.mod(array, 1) == 0):
+        raise TypeError(f'expected integers ({dtype.name})')
+    return array.astype(dtype.as_numpy_dtype)
+  except (TypeError, ValueError) as e:
+    message = str(e)
+    if 'inhomogeneous' in message or 'sequence' in message:
+      message = 'rows of different lengths'
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f'Input "{name}" of type {dtype.name}: {message}') from None
+
+
+def _check_input_names(signature_def, given: Sequence[str]) -> None:
+  expected = set(signature_def.inputs)
+  given_set = set(given)
+  if given_set != expected:
+    extra = sorted(given_set - expected)
+    missing = sorted(expected - given_set)
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f'input size does not match signature: {len(given_set)}!='
+        f'{len(expected)} len({{{",".join(sorted(given_set))}}}) != '
+        f'len({{{",".join(sorted(expected))}}}). '
+        f'Sent extra: {{{",".join(extra)}}}. '
+        f'Missing but required: {{{",".join(missing)}}}.')
+
+
+def _run(function, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  try:
+    outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+  except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+    raise ServingError(Code.INVALID_ARGUMENT,
+                       str(getattr(e, 'message', e)).strip()) from None
+  return {k: v.numpy() for k, v in outputs.items()}
+
+
+class Inference:
+  """The three inference APIs over a servable, with optional batching."""
+
+  def __init__(self, batcher: Optional[Batcher] = None):
+    self._batcher = batcher
+
+  def _call(self, servable: Servable, signature_name: str, function,
+            inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    if self._batcher is not None:
+      return self._batcher.run(
+          (servable.name, servable.version, signature_name),
+          lambda batch: _run(function, batch), inputs)
+    return _run(function, inputs)
+
+  def predict(self, servable: Servable, signature_name: str,
+              inputs: Mapping[str, object],
+              output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    signature_def, function = servable.signature(signature_name)
+    if signature_def.method_name not in (PREDICT, REGRESS, CLASSIFY):
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          'Expected prediction signature method_name to be one of '
+          f'{{{PREDICT}, {CLASSIFY}, {REGRESS}}}. Was: '
+          f'{signature_def.method_name}')
+    _check_input_names(signature_def, list(inputs))
+    arrays = {name: as_input_array(name, value,
+                                   _dtype(signature_def.inputs[name]))
+              for name, value in inputs.items()}
+    sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    if len(sizes) > 1:
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          'Input batch sizes differ: '
+          + ', '.join(f'{k}: {a.shape[0] if a.ndim else "scalar"}'
+                      for k, a in sorted(arrays.items())))
+    for name in output_filter:
+      if name not in signature_def.outputs:
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
+            f'output tensor alias not found in signature: {name} Outputs '
+            f'expected to be in the set {{{",".join(signature_def.outputs)}}}.')
+    outputs = self._call(servable, signature_name or 'serving_default',
+                         function, arrays)
+    if output_filter:
+      outputs = {k: v for k, v in outputs.items() if k in output_filter}
+    return outputs
+
+  def _examples_signature(self, servable: Servable, signature_name: str,
+                          method: str, kind: str):
+    signature_def, function = servable.signature(signature_name)
+    if signature_def.method_name != method:
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f'Expected {kind} signature method_name to be {method}. Was: '
+          f'{signature_def.method_name}')
+    if (len(signature_def.inputs) != 1 or
+        _dtype(next(iter(signature_def.inputs.values()))) != tf.string):
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f'Expected one input Tensor of serialized tf.Examples, got '
+          f'{len(signature_def.inputs)} inputs.')
+    return signature_def, function
+
+  def regress(self, servable: Servable, signature_name: str,
+              serialized_examples: List[bytes]) -> List[float]:
+    signature_def, function = self._examples_signature(
+        servable, signature_name, REGRESS, 'regression')
+    if 'outputs' not in signature_def.outputs:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         'No regression outputs found in signature.')
+    if not serialized_examples:
+      raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
+    input_name = next(iter(signature_def.inputs))
+    outputs = self._call(servable, signature_name or 'serving_default',
+                         function, {input_name: np.asarray(
+                             serialized_examples, dtype=object)})
+    values = outputs['outputs'].reshape(len(serialized_examples), -1)
+    if values.shape[1] != 1:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         'Expected output Tensor shape to be [batch_size] or '
+                         f'[batch_size, 1] but got {list(values.shape)}')
+    return [float(v) for v in values[:, 0]]
+
+  def classify(self, servable: Servable, signature_name: str,
+               serialized_examples: List[bytes]
+               ) -> List[List[Tuple[str, float]]]:
+    signature_def, function = self._examples_signature(
+        servable, signature_name, CLASSIFY, 'classification')
+    if not ({'classes', 'scores'} & set(signature_def.outputs)):
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          'Expected classification signature outputs to contain at least '
+          'one of "classes" and "scores".')
+    if not serialized_examples:
+      raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
+    input_name = next(iter(signature_def.inputs))
+    outputs = self._call(servable, signature_name or 'serving_default',
+                         function, {input_name: np.asarray(
+                             serialized_examples, dtype=object)})
+    count = len(serialized_examples)
+    scores = outputs.get('scores')
+    classes = outputs.get('classes')
+    if scores is not None:
+      scores = scores.reshape(count, -1)
+    if classes is not None:
+      classes = classes.reshape(count, -1)
+    width = (scores if scores is not None else classes).shape[1]
+    results = []
+    for row in range(count):
+      results.append([
+          ((classes[row, i].decode() if isinstance(classes[row, i], bytes)
+            else str(classes[row, i])) if classes is not None else '',
+           float(scores[row, i]) if scores is not None else 0.0)
+          for i in range(width)])
+    return results

@@ -1,0 +1,220 @@
+"""Loaded models and their versions, kept in step with the model base paths.
+
+Like TF Serving's file-system source: every `poll_seconds`, each model's base
+path is listed; integer subdirectories are versions. The version policy
+(latest N, specific versions, or all) says which should be loaded. A version
+is loaded only once its directory has stopped changing between two polls and
+holds a saved_model.pb, so a half-copied push is never served; it then becomes
+the default at once, and versions that fall out of the policy are unloaded
+after that (requests in flight keep their reference and finish).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.errors import Code, ServingError
+from serving.model_config import ModelConfig
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = 'serving_default'
+
+
+class Servable:
+  """One loaded version of a model: its signatures, as functions and protos."""
+
+  def __init__(self, name: str, version: int, path: str):
+    self.name = name
+    self.version = version
+    self.path = path
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(
+        Path(path, 'saved_model.pb').read_bytes())
+    serving_graphs = [m for m in saved_model.meta_graphs
+                      if 'serve' in m.meta_info_def.tags]
+    if not serving_graphs:
+      raise ValueError(f'{path}: no MetaGraph tagged "serve"')
+    self.signature_defs: Dict[str, meta_graph_pb2.SignatureDef] = dict(
+        serving_graphs[0].signature_def)
+    self._loaded = tf.saved_model.load(path, tags=['serve'])
+    self.functions = {name: self._loaded.signatures[name]
+                      for name in self.signature_defs
+                      if name in self._loaded.signatures}
+
+  def signature(self, name: str):
+    """(SignatureDef, function) for `name` ('' = serving_default)."""
+    name = name or DEFAULT_SIGNATURE
+    if name not in self.signature_defs or name not in self.functions:
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f'Serving signature name: "{name}" not found in signature def')
+    return self.signature_defs[name], self.functions[name]
+
+
+@dataclasses.dataclass
+class VersionState:
+  state: str                      # LOADING | AVAILABLE | UNLOADING | END
+  error: Optional[str] = None     # load failure, if any
+
+
+def _fingerprint(path: Path) -> Optional[Tuple]:
+  """What changes while a version directory is being written."""
+  entries = []
+  try:
+    for root, _, files in os.walk(path):
+      for name in files:
+        stat = os.stat(os.path.join(root, name))
+        entries.append((os.path.join(root, name), stat.st_size,
+                        stat.st_mtime_ns))
+  except FileNotFoundError:
+    return None
+  return tuple(sorted(entries))
+
+
+class ModelManager:
+  """Keeps the loaded versions of every configured model up to date."""
+
+  def __init__(self, configs: Sequence[ModelConfig], poll_seconds: float = 1.0):
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+      raise ValueError(f'duplicate model names: {names}')
+    self.configs = {c.name: c for c in configs}
+    self.poll_seconds = poll_seconds
+    # name -> version -> Servable; replaced whole, never mutated, so readers
+    # need no lock.
+    self._servables: Dict[str, Dict[int, Servable]] = {n: {} for n in names}
+    self._states: Dict[str, Dict[int, VersionState]] = {n: {} for n in names}
+    self._seen: Dict[Tuple[str, int], Tuple] = {}
+    self._failed: Dict[Tuple[str, int], Tuple] = {}
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._lock = threading.Lock()  # one poll at a time
+
+  # --- lookups (request path) ---
+
+  def servable(self, name: str, version: Optional[int] = None,
+               label: Optional[str] = None) -> Servable:
+    if name not in self._servables:
+      raise ServingError(Code.NOT_FOUND,
+                         f'Servable not found for request: Latest({name})')
+    versions = self._servables[name]
+    if label is not None:
+      labels = dict(self.configs[name].labels)
+      if label not in labels:
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
+            f'Unrecognized servable version label: {label}')
+      version = labels[label]
+    if version is None:
+      if not versions:
+        raise ServingError(Code.NOT_FOUND,
+                           f'Servable not found for request: Latest({name})')
+      return versions[max(versions)]
+    if version not in versions:
+      raise ServingError(
+          Code.NOT_FOUND,
+          f'Servable not found for request: Specific({name}, {version})')
+    return versions[version]
+
+  def states(self, name: str) -> Dict[int, VersionState]:
+    if name not in self._states:
+      raise ServingError(Code.NOT_FOUND,
+                         f'Could not find any versions of model {name}')
+    return dict(self._states[name])
+
+  # --- polling ---
+
+  def start(self) -> None:
+    # A version counts as complete once unchanged between two looks; at
+    # start-up the second look comes soon after the first.
+    self.poll()
+    time.sleep(min(self.poll_seconds, 0.5))
+    self.poll()
+    self._thread = threading.Thread(target=self._poll_loop, daemon=True,
+                                    name='model-poller')
+    self._thread.start()
+
+  def stop(self) -> None:
+    self._stop.set()
+    if self._thread:
+      self._thread.join()
+
+  def _poll_loop(self) -> None:
+    while not self._stop.wait(self.poll_seconds):
+      try:
+        self.poll()
+      except Exception:  # pylint: disable=broad-except
+        _log.exception('polling the model base paths failed')
+
+  def poll(self) -> None:
+    with self._lock:
+      for config in self.configs.values():
+        self._poll_model(config)
+
+  def _ready_versions(self, config: ModelConfig) -> List[int]:
+    """Version directories that are complete: unchanged since the last poll."""
+    base = Path(config.base_path)
+    ready = []
+    if not base.is_dir():
+      return ready
+    for entry in base.iterdir():
+      if not (entry.name.isdigit() and entry.is_dir()):
+        continue
+      version = int(entry.name)
+      key = (config.name, version)
+      fingerprint = _fingerprint(entry)
+      previous, self._seen[key] = self._seen.get(key), fingerprint
+      if (fingerprint and fingerprint == previous and
+          (entry / 'saved_model.pb').is_file() and
+          self._failed.get(key) != fingerprint):
+        ready.append(version)
+    return ready
+
+  def _poll_model(self, config: ModelConfig) -> None:
+    name = config.name
+    current = self._servables[name]
+    loaded = dict(current)
+    for version in config.policy.select(
+        sorted(set(self._ready_versions(config)) | set(current))):
+      if version not in loaded:
+        servable = self._load(config, version)
+        if servable:
+          loaded[version] = servable
+    # Keep what the policy selects among what is loaded: a version that
+    # failed to load leaves the previous one serving. A deleted directory
+    # unloads its version.
+    base = Path(config.base_path)
+    keep = set(config.policy.select(
+        [v for v in loaded if (base / str(v)).is_dir()]))
+    for version in [v for v in loaded if v not in keep]:
+      del loaded[version]
+      self._states[name][version] = VersionState('END')
+      _log.info('unloaded %s version %d', name, version)
+    self._servables[name] = loaded  # the swap: one reference assignment
+
+  def _load(self, config: ModelConfig, version: int) -> Optional[Servable]:
+    name = config.name
+    self._states[name][version] = VersionState('LOADING')
+    path = str(Path(config.base_path) / str(version))
+    try:
+      servable = Servable(name, version, path)
+    except Exception as e:  # pylint: disable=broad-except
+      _log.error('loading %s version %d failed: %s', name, version, e)
+      # Not retried until the directory changes.
+      self._failed[(name, version)] = self._seen.get((name, version))
+      self._states[name][version] = VersionState('END', str(e))
+      return None
+    self._states[name][version] = VersionState('AVAILABLE')
+    _log.info('loaded %s version %d from %s', name, version, path)
+    return servable
