@@ -1,0 +1,199 @@
+"""Versions: a live swap under load, half-written and broken versions, and
+version policies with labels from a model config file."""
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from pipeline.config import PipelineConfig
+from tests.serving_support import OWN, running_server
+
+MODEL = 'taxi_fare'
+CLIENTS = 8
+
+
+@pytest.fixture(scope='module')
+def pushed_model(taxi_run) -> Path:
+  _, output = taxi_run
+  pushed = Path(PipelineConfig(output_dir=str(output)).serving_model_dir)
+  return sorted(pushed.iterdir())[0]
+
+
+def _push(pushed_model: Path, base: Path, version: int) -> None:
+  """As an atomic push does: copy beside the base path, then rename."""
+  staging = base.parent / f'.staging-{version}'
+  shutil.copytree(pushed_model, staging)
+  staging.rename(base / str(version))
+
+
+def _predict_request():
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'serving_raw'
+  for name, dtype, value in (
+      ('trip_miles', tf.float32, 2.5), ('trip_seconds', tf.int64, 600),
+      ('payment_type', tf.string, 'Cash'), ('company', tf.string, ''),
+      ('trip_start_hour', tf.int64, 10), ('trip_start_day', tf.int64, 3),
+      ('trip_start_month', tf.int64, 5),
+      ('pickup_community_area', tf.int64, 8),
+      ('dropoff_community_area', tf.int64, 32)):
+    request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype=dtype))
+  return request
+
+
+REST_ROW = {'trip_miles': 2.5, 'trip_seconds': 600, 'payment_type': 'Cash',
+            'company': '', 'trip_start_hour': 10, 'trip_start_day': 3,
+            'trip_start_month': 5, 'pickup_community_area': 8,
+            'dropoff_community_area': 32}
+
+
+def _states(server):
+  body = requests.get(f'{server.rest}/v1/models/{MODEL}', timeout=10).json()
+  return {int(s['version']): s for s in body['model_version_status']}
+
+
+def _wait_for(condition, seconds=30):
+  deadline = time.monotonic() + seconds
+  while time.monotonic() < deadline:
+    if condition():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+def test_live_swap_under_load(pushed_model, tmp_path):
+  base = tmp_path / 'models' / MODEL
+  base.mkdir(parents=True)
+  _push(pushed_model, base, 1)
+  with running_server(OWN, [f'--model_name={MODEL}',
+                            f'--model_base_path={base}'], tmp_path,
+                      ['--file_system_poll_wait_seconds=0.5',
+                       '--enable_batching']) as server:
+    stop = threading.Event()
+    errors = []
+    lock = threading.Lock()
+    # Per gRPC client, the version of each answer, in order.
+    versions_seen = [[] for _ in range(CLIENTS // 2)]
+
+    def grpc_client(seen):
+      with grpc.insecure_channel(server.grpc) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = _predict_request()
+        while not stop.is_set():
+          try:
+            response = stub.Predict(request, timeout=10)
+            seen.append(response.model_spec.version.value)
+          except grpc.RpcError as e:
+            with lock:
+              errors.append(f'gRPC {e.code()}: {e.details()}')
+
+    def rest_client():
+      session = requests.Session()
+      body = {'signature_name': 'serving_raw', 'instances': [REST_ROW]}
+      while not stop.is_set():
+        response = session.post(f'{server.rest}/v1/models/{MODEL}:predict',
+                                json=body, timeout=10)
+        if response.status_code != 200:
+          with lock:
+            errors.append(f'REST {response.status_code}: {response.text}')
+
+    threads = [threading.Thread(target=grpc_client, args=(seen,))
+               for seen in versions_seen]
+    threads += [threading.Thread(target=rest_client)
+                for _ in range(CLIENTS - len(threads))]
+    for thread in threads:
+      thread.start()
+    try:
+      time.sleep(1.0)
+      _push(pushed_model, base, 2)
+      assert _wait_for(lambda: all(seen and seen[-1] == 2
+                                   for seen in versions_seen)), (
+          'version 2 never answered every client')
+      time.sleep(1.0)  # keep the load on after the swap
+    finally:
+      stop.set()
+      for thread in threads:
+        thread.join()
+    assert not errors, errors[:5]
+    for seen in versions_seen:
+      # Each client saw version 1, then, from its first answer by version 2
+      # on, only version 2 (its requests are sequential).
+      assert seen[0] == 1
+      swap = seen.index(2)
+      assert set(seen[:swap]) == {1} and set(seen[swap:]) == {2}
+    states = _states(server)
+    assert states[2]['state'] == 'AVAILABLE' and states[1]['state'] == 'END'
+
+    # A half-written version (no saved_model.pb yet) is never loaded; a
+    # broken one fails to load, is reported, and version 2 keeps serving.
+    (base / '3').mkdir()
+    (base / '3' / 'variables').mkdir()
+    broken = base.parent / '.staging-4'
+    shutil.copytree(pushed_model, broken)
+    (broken / 'saved_model.pb').write_bytes(b'not a SavedModel')
+    broken.rename(base / '4')
+    assert _wait_for(lambda: 4 in _states(server))
+    states = _states(server)
+    assert 3 not in states
+    assert states[4]['state'] == 'END'
+    assert states[4]['status']['error_message']
+    assert states[2]['state'] == 'AVAILABLE'
+    response = requests.post(
+        f'{server.rest}/v1/models/{MODEL}:predict',
+        json={'signature_name': 'serving_raw', 'instances': [REST_ROW]},
+        timeout=10)
+    assert response.status_code == 200
+
+
+def test_version_policy_and_labels_from_a_model_config_file(pushed_model,
+                                                            tmp_path):
+  base = tmp_path / 'models' / MODEL
+  base.mkdir(parents=True)
+  for version in (1, 2, 3):
+    _push(pushed_model, base, version)
+  config = tmp_path / 'models.config'
+  config.write_text(f'''
+model_config_list {{
+  config {{
+    name: "{MODEL}"
+    base_path: "{base}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+}}''')
+  with running_server(OWN, [f'--model_name={MODEL}',
+                            f'--model_config_file={config}'],
+                      tmp_path) as server:
+    assert sorted(_states(server)) == [1, 2]  # 3 is outside the policy
+    body = {'signature_name': 'serving_raw', 'instances': [REST_ROW]}
+    for path in ('', '/versions/1', '/versions/2', '/labels/stable',
+                 '/labels/canary'):
+      response = requests.post(
+          f'{server.rest}/v1/models/{MODEL}{path}:predict', json=body,
+          timeout=10)
+      assert response.status_code == 200, (path, response.text)
+    assert requests.post(f'{server.rest}/v1/models/{MODEL}/versions/3:predict',
+                         json=body, timeout=10).status_code == 404
+    metadata = requests.get(
+        f'{server.rest}/v1/models/{MODEL}/labels/stable/metadata',
+        timeout=10).json()
+    assert metadata['model_spec']['version'] == '1'
+    with grpc.insecure_channel(server.grpc) as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      request = _predict_request()
+      request.model_spec.version_label = 'canary'
+      assert stub.Predict(request, timeout=10).model_spec.version.value == 2
+      request.model_spec.version_label = 'nope'
+      with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(request, timeout=10)
+      assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
