@@ -24,7 +24,9 @@ from serving.errors import ServingError
 class BatchingParameters:
   """The fields of TF Serving's BatchingParameters that apply here."""
   max_batch_size: int = 256
-  batch_timeout_micros: int = 1000
+  # 0: a lone request never waits; under load, requests queue while the
+  # batch threads are busy and are batched anyway.
+  batch_timeout_micros: int = 0
   num_batch_threads: int = 2
 
 
@@ -40,9 +42,17 @@ class _Request:
     self.error: Optional[BaseException] = None
 
 
-def _rows(inputs: Dict[str, np.ndarray]) -> int:
+def _rows(inputs) -> int:
   first = next(iter(inputs.values()))
-  return first.shape[0] if first.ndim else 1
+  return first.shape[0] if len(first.shape) else 1
+
+
+def _concat(parts):
+  """Row-wise concatenation of tensors (or arrays) of one input."""
+  if isinstance(parts[0], np.ndarray):
+    return np.concatenate(parts)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.concat(parts, axis=0)
 
 
 class Batcher:
@@ -59,7 +69,7 @@ class Batcher:
           inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     rows = _rows(inputs)
     if rows >= self.parameters.max_batch_size or not all(
-        a.ndim for a in inputs.values()):
+        len(a.shape) for a in inputs.values()):
       return function(inputs)
     request = _Request(inputs, rows)
     with self._cond:
@@ -107,7 +117,7 @@ class Batcher:
       if len(batch) == 1:
         batch[0].outputs = function(batch[0].inputs)
       else:
-        merged = {name: np.concatenate([r.inputs[name] for r in batch])
+        merged = {name: _concat([r.inputs[name] for r in batch])
                   for name in batch[0].inputs}
         outputs = function(merged)
         total = sum(r.rows for r in batch)

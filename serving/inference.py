@@ -25,34 +25,18 @@ def _dtype(tensor_info) -> tf.dtypes.DType:
   return tf.dtypes.as_dtype(tensor_info.dtype)
 
 
-def as_input_array(name: str, values, dtype: tf.dtypes.DType) -> np.ndarray:
-  """`values` as an array of the input's dtype, or a clear INVALID_ARGUMENT."""
+def as_input_tensor(name: str, values, dtype: tf.dtypes.DType) -> tf.Tensor:
+  """`values` as a tensor of the input's dtype, or a clear INVALID_ARGUMENT."""
   try:
-    if dtype == tf.string:
-      array = np.asarray(values, dtype=object)
-      if array.dtype == object and array.size and not all(
-          isinstance(v, (bytes, str)) for v in array.flat):
-        raise TypeError('expected strings')
-      return array
-    if dtype == tf.bool:
-      array = np.asarray(values)
-      if array.dtype != np.bool_:
-        raise TypeError('expected booleans')
-      return array
-    array = np.asarray(values)
-    if array.dtype == object or array.dtype.kind in 'USb':
-      raise TypeError(f'expected numbers of type {dtype.name}')
-    if dtype.is_integer and array.dtype.kind == 'f':
-      if not np.all(np.mod(array, 1) == 0):
-        raise TypeError(f'expected integers ({dtype.name})')
-    return array.astype(dtype.as_numpy_dtype)
+    tensor = tf.convert_to_tensor(values, dtype=dtype)
   except (TypeError, ValueError) as e:
-    message = str(e)
-    if 'inhomogeneous' in message or 'sequence' in message:
+    message = str(e).split('\n')[0]
+    if 'non-rectangular' in message:
       message = 'rows of different lengths'
     raise ServingError(
         Code.INVALID_ARGUMENT,
-        f'Input "{name}" of type {dtype.name}: {message}') from None
+        f'Input "{name}": expected {dtype.name} values: {message}') from None
+  return tensor
 
 
 def _check_input_names(signature_def, given: Sequence[str]) -> None:
@@ -70,9 +54,9 @@ def _check_input_names(signature_def, given: Sequence[str]) -> None:
         f'Missing but required: {{{",".join(missing)}}}.')
 
 
-def _run(function, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def _run(function, inputs: Mapping[str, tf.Tensor]) -> Dict[str, np.ndarray]:
   try:
-    outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+    outputs = function(**inputs)
   except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
     raise ServingError(Code.INVALID_ARGUMENT,
                        str(getattr(e, 'message', e)).strip()) from None
@@ -86,7 +70,7 @@ class Inference:
     self._batcher = batcher
 
   def _call(self, servable: Servable, signature_name: str, function,
-            inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+            inputs: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
     if self._batcher is not None:
       return self._batcher.run(
           (servable.name, servable.version, signature_name),
@@ -104,16 +88,16 @@ class Inference:
           f'{{{PREDICT}, {CLASSIFY}, {REGRESS}}}. Was: '
           f'{signature_def.method_name}')
     _check_input_names(signature_def, list(inputs))
-    arrays = {name: as_input_array(name, value,
-                                   _dtype(signature_def.inputs[name]))
-              for name, value in inputs.items()}
-    sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    tensors = {name: as_input_tensor(name, value,
+                                     _dtype(signature_def.inputs[name]))
+               for name, value in inputs.items()}
+    sizes = {t.shape[0] if t.shape.rank else None for t in tensors.values()}
     if len(sizes) > 1:
       raise ServingError(
           Code.INVALID_ARGUMENT,
           'Input batch sizes differ: '
-          + ', '.join(f'{k}: {a.shape[0] if a.ndim else "scalar"}'
-                      for k, a in sorted(arrays.items())))
+          + ', '.join(f'{k}: {t.shape[0] if t.shape.rank else "scalar"}'
+                      for k, t in sorted(tensors.items())))
     for name in output_filter:
       if name not in signature_def.outputs:
         raise ServingError(
@@ -121,7 +105,7 @@ class Inference:
             f'output tensor alias not found in signature: {name} Outputs '
             f'expected to be in the set {{{",".join(signature_def.outputs)}}}.')
     outputs = self._call(servable, signature_name or 'serving_default',
-                         function, arrays)
+                         function, tensors)
     if output_filter:
       outputs = {k: v for k, v in outputs.items() if k in output_filter}
     return outputs
@@ -153,8 +137,8 @@ class Inference:
       raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
     input_name = next(iter(signature_def.inputs))
     outputs = self._call(servable, signature_name or 'serving_default',
-                         function, {input_name: np.asarray(
-                             serialized_examples, dtype=object)})
+                         function, {input_name: tf.constant(
+                             serialized_examples, tf.string)})
     values = outputs['outputs'].reshape(len(serialized_examples), -1)
     if values.shape[1] != 1:
       raise ServingError(Code.INVALID_ARGUMENT,
@@ -176,8 +160,8 @@ class Inference:
       raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
     input_name = next(iter(signature_def.inputs))
     outputs = self._call(servable, signature_name or 'serving_default',
-                         function, {input_name: np.asarray(
-                             serialized_examples, dtype=object)})
+                         function, {input_name: tf.constant(
+                             serialized_examples, tf.string)})
     count = len(serialized_examples)
     scores = outputs.get('scores')
     classes = outputs.get('classes')

@@ -156,6 +156,8 @@ class ModelHandler(tornado.web.RequestHandler):
       method = match['method'].lower()
       handler = {'predict': self._predict, 'regress': self._regress,
                  'classify': self._classify}[method]
+      # Off the event loop: TensorFlow releases the GIL while it computes, so
+      # the loop parses the next requests meanwhile (and batching waits).
       result = await tornado.ioloop.IOLoop.current().run_in_executor(
           None, handler, servable, signature_name, body)
       self._reply(result)
