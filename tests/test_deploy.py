@@ -1,6 +1,5 @@
 """The real-TF-Serving deployment files agree with the pipeline's defaults."""
 
-from pathlib import Path
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
