@@ -16,6 +16,7 @@ setup(
         'tensorflow==2.16.2',
         'tf-keras==2.16.0',
         'PyYAML>=6',
+        'matplotlib>=3.8,<3.10',  # plots in notebooks and the HTML report
     ],
     extras_require={'test': ['pytest']},
     entry_points={'console_scripts': ['tfx-e2e=pipeline.cli:main']},

@@ -59,7 +59,15 @@ def _add_config_flags(parser: argparse.ArgumentParser,
 
 
 def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
-  """The configuration from --config, the named flags and --set."""
+  """The configuration from --config, the named flags and --set.
+
+  Commands that read a finished run (`report`, `serve`) start from the
+  configuration recorded in the output directory, if there is one.
+  """
+  if (not args.config and getattr(args, 'reads_run', False)):
+    args.config = config_lib.run_config_file(args.output or
+                                             config_lib.PipelineConfig
+                                             .output_dir)
   base = None
   data = getattr(args, 'data', None)
   if data and not args.config:
@@ -143,11 +151,39 @@ def _run(args: argparse.Namespace) -> int:
   print(f'Running pipeline {config.pipeline_name} ({config.orchestrator} '
         f'orchestrator) on {config.data.path}\n'
         f'Output: {config.output_path}  (log: {log_path})', flush=True)
+  config_lib.save_run_config(config)
   with _logs_to_file(log_path, args.verbose):
     outcome = runner.run(config, progress=_print_progress)
+    report_path = _write_report(config)
   from pipeline.summary import format_summary
   print('\n' + format_summary(outcome, str(log_path)), flush=True)
+  if report_path:
+    print(f'Report: {report_path}', flush=True)
   return outcome.exit_code
+
+
+def _write_report(config: config_lib.PipelineConfig) -> Optional[Path]:
+  """The HTML report of the run; a failure here does not fail the run."""
+  from pipeline import report  # pylint: disable=import-outside-toplevel
+  try:
+    return report.write_report(config)
+  except Exception:  # pylint: disable=broad-except
+    logging.exception('writing the HTML report failed')
+    print('warning: the HTML report could not be written (see the log)',
+          file=sys.stderr)
+    return None
+
+
+def _report(args: argparse.Namespace) -> int:
+  from pipeline import report  # pylint: disable=import-outside-toplevel
+  config = load_config(args)
+  try:
+    path = report.write_report(config, args.report_file)
+  except (FileNotFoundError, LookupError) as e:
+    raise config_lib.ConfigError(
+        f'no pipeline run to report on in {config.output_path}: {e}') from None
+  print(f'Report: {path}')
+  return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -190,7 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
   from serving.server import add_arguments  # pylint: disable=import-outside-toplevel
   add_arguments(serve_parser)
   serve_parser.add_argument('-v', '--verbose', action='store_true')
-  serve_parser.set_defaults(handler=_serve)
+  serve_parser.set_defaults(handler=_serve, reads_run=True)
+
+  report_parser = commands.add_parser(
+      'report', help='write a self-contained HTML report of the latest run')
+  _add_config_flags(report_parser, dataset_flags=False)
+  report_parser.add_argument(
+      '--file', dest='report_file', default='', metavar='FILE',
+      help='where to write it (default: <output>/report.html)')
+  report_parser.set_defaults(handler=_report, reads_run=True)
   return parser
 
 

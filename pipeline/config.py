@@ -249,5 +249,22 @@ def load_config(config_file: Optional[str] = None,
   return config.validate()
 
 
-def to_dict(config: PipelineConfig) -> Dict[str, Any]:
-  return dataclasses.asdict(config)
+RUN_CONFIG_FILE = 'run-config.yaml'
+
+
+def save_run_config(config: PipelineConfig) -> Path:
+  """Records the configuration of a run in its output directory, so that
+  `report`, `serve` and the notebooks see the run as it was configured."""
+  values = dataclasses.asdict(config)
+  values['output_dir'] = str(config.output_path)
+  values['data']['path'] = str(Path(config.data.path).resolve())
+  path = config.output_path / RUN_CONFIG_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(yaml.safe_dump(values, sort_keys=False))
+  return path
+
+
+def run_config_file(output_dir: str) -> Optional[str]:
+  """The recorded configuration of the runs in `output_dir`, if any."""
+  path = Path(output_dir) / RUN_CONFIG_FILE
+  return str(path) if path.is_file() else None

@@ -47,6 +47,11 @@ def test_anomalies_stop_the_run_and_are_listed(curated_schema, tmp_path):
   assert 'the data gate stopped the run' in result.stdout
   assert '[5/9] Transform ... skipped' in result.stdout
   assert not (tmp_path / 'serving').exists()
+  # The run's report says what is missing instead of failing.
+  report = (tmp_path / 'report.html').read_text()
+  assert 'The Evaluator did not run in this run: the data gate stopped it' \
+      in report
+  assert 'Nothing was pushed in this run.' in report
 
   # The documented escape hatch: proceed, still listing the anomalies.
   allowed = run_cli(_args(curated_schema, tmp_path, '--allow-anomalies'))

@@ -169,3 +169,6 @@ def test_impossible_threshold_pushes_nothing(first_run, taxi_sample,
   assert results.blessed is False and not results.pushed
   assert 'RMSE <= 0.001 (absolute): FAIL' in result.stdout
   assert 'Pushed: nothing (the model was not blessed)' in result.stdout
+  report = (output_dir / 'report.html').read_text()
+  assert 'NOT BLESSED' in report and 'FAIL' in report
+  assert f'Report: {output_dir / "report.html"}' in result.stdout
