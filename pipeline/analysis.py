@@ -50,20 +50,13 @@ def metrics_frame(metrics: Dict[str, Dict[str, float]]) -> pd.DataFrame:
   frame = frame[[m for m in METRIC_NAMES if m in frame.columns]]
   frame = frame.rename(columns=METRIC_NAMES)
   order = sorted(frame.index, key=lambda s: (s != results_lib.OVERALL,
-                                             s.split('=')[0], _value_key(s)))
+                                             s.split('=')[0],
+                                             results_lib.slice_sort_key(s)))
   frame = frame.loc[order]
   frame.index.name = 'slice'
   if 'examples' in frame:
     frame['examples'] = frame['examples'].astype(int)
   return frame
-
-
-def _value_key(slice_name: str):
-  value = slice_name.split('=', 1)[-1]
-  try:
-    return (0, float(value), '')
-  except ValueError:
-    return (1, 0.0, value)
 
 
 def comparison_frame(results: results_lib.RunResults) -> Optional[pd.DataFrame]:
@@ -233,9 +226,11 @@ def anomalies_frame(results: results_lib.RunResults) -> pd.DataFrame:
 
 # --- lineage ---------------------------------------------------------------
 
-def lineage(results: results_lib.RunResults) -> List[Dict[str, str]]:
+def lineage(results: results_lib.RunResults,
+            config: PipelineConfig) -> List[Dict[str, str]]:
   """From the input data to the pushed version, via each artifact's URI."""
-  steps = []
+  steps = [{'step': 'input data', 'component': '(CSV)',
+            'artifact': str(Path(config.data.path).resolve())}]
 
   def add(step: str, node: str, key: str):
     component = results.component(node)

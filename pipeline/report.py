@@ -106,8 +106,8 @@ def render(config: PipelineConfig) -> str:
       f'<p class="ok">Pushed version {html.escape(results.pushed_version)} '
       f'to <code>{html.escape(results.pushed_path)}</code></p>'
       if results.pushed else _note('Nothing was pushed in this run.'))
-  parts += ['<h2>Lineage</h2>',
-            _table(pd.DataFrame(analysis.lineage(results)), index=False)]
+  parts += ['<h2>Lineage</h2>', _table(
+      pd.DataFrame(analysis.lineage(results, config)), index=False)]
   return (f'<!DOCTYPE html><html><head><meta charset="utf-8">'
           f'<title>{html.escape(title)}</title><style>{_STYLE}</style>'
           f'</head><body>{"".join(parts)}</body></html>')

@@ -151,6 +151,15 @@ def _anomalies(artifact) -> Dict[str, List[str]]:
   return found
 
 
+def slice_sort_key(slice_name: str):
+  """Orders slices of one feature by value: numbers numerically, then text."""
+  value = slice_name.split('=', 1)[-1]
+  try:
+    return (0, float(value), '')
+  except ValueError:
+    return (1, 0.0, value)
+
+
 def _slice_name(slice_key) -> str:
   parts = []
   for key in slice_key.single_slice_keys:

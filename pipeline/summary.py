@@ -44,18 +44,10 @@ def _shown_slices(metrics: Dict[str, Dict[str, float]]) -> List[str]:
     names = sorted(by_feature[feature],
                    key=lambda n: -metrics[n].get('example_count', 0))
     kept = names[:MAX_SLICES_PER_FEATURE]
-    shown += sorted(kept, key=_natural_key)
+    shown += sorted(kept, key=results_lib.slice_sort_key)
     if len(names) > len(kept):
       shown.append(f'... {len(names) - len(kept)} smaller {feature} slices')
   return shown
-
-
-def _natural_key(name: str):
-  value = name.split('=', 1)[-1]
-  try:
-    return (0, float(value), '')
-  except ValueError:
-    return (1, 0.0, value)
 
 
 def _metrics_table(metrics: Dict[str, Dict[str, float]]) -> List[str]:

@@ -126,6 +126,16 @@ class Inference:
           f'{len(signature_def.inputs)} inputs.')
     return signature_def, function
 
+  def _run_examples(self, servable: Servable, signature_name: str, function,
+                    signature_def, serialized_examples: List[bytes]
+                    ) -> Dict[str, np.ndarray]:
+    if not serialized_examples:
+      raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
+    input_name = next(iter(signature_def.inputs))
+    return self._call(servable, signature_name or 'serving_default',
+                      function, {input_name: tf.constant(
+                          serialized_examples, tf.string)})
+
   def regress(self, servable: Servable, signature_name: str,
               serialized_examples: List[bytes]) -> List[float]:
     signature_def, function = self._examples_signature(
@@ -133,12 +143,8 @@ class Inference:
     if 'outputs' not in signature_def.outputs:
       raise ServingError(Code.INVALID_ARGUMENT,
                          'No regression outputs found in signature.')
-    if not serialized_examples:
-      raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
-    input_name = next(iter(signature_def.inputs))
-    outputs = self._call(servable, signature_name or 'serving_default',
-                         function, {input_name: tf.constant(
-                             serialized_examples, tf.string)})
+    outputs = self._run_examples(servable, signature_name, function,
+                                 signature_def, serialized_examples)
     values = outputs['outputs'].reshape(len(serialized_examples), -1)
     if values.shape[1] != 1:
       raise ServingError(Code.INVALID_ARGUMENT,
@@ -156,12 +162,8 @@ class Inference:
           Code.INVALID_ARGUMENT,
           'Expected classification signature outputs to contain at least '
           'one of "classes" and "scores".')
-    if not serialized_examples:
-      raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
-    input_name = next(iter(signature_def.inputs))
-    outputs = self._call(servable, signature_name or 'serving_default',
-                         function, {input_name: tf.constant(
-                             serialized_examples, tf.string)})
+    outputs = self._run_examples(servable, signature_name, function,
+                                 signature_def, serialized_examples)
     count = len(serialized_examples)
     scores = outputs.get('scores')
     classes = outputs.get('classes')

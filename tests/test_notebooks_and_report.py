@@ -85,6 +85,9 @@ def test_report_matches_the_evaluation_and_renders(taxi_run, tmp_path):
   assert page.count('data:image/png;base64,') >= 3
   assert not re.search(r'(src|href)="https?://', page)  # self-contained
   assert 'BLESSED' in page and 'Lineage' in page
+  assert str(config.data.path) in page  # lineage starts at the input CSV
+  assert results.pushed_path in page
+  assert ('No baseline' in page) == (not results.baseline_metrics)
 
   chromium = shutil.which('chromium')
   if not chromium:
