@@ -29,12 +29,14 @@ EXIT_CODES_HELP = f"""exit codes:
 
 
 def _add_config_flags(parser: argparse.ArgumentParser,
-                      dataset_flags: bool = True) -> None:
+                      dataset_flags: bool = True,
+                      output_dir_flag: bool = True) -> None:
   group = parser.add_argument_group('configuration')
   group.add_argument('--config', metavar='FILE',
                      help='YAML file with pipeline settings (see '
                      'pipeline/config.py for every setting)')
-  group.add_argument('--output', metavar='DIR', help='output directory')
+  if output_dir_flag:
+    group.add_argument('--output', metavar='DIR', help='output directory')
   group.add_argument('--set', metavar='KEY=VALUE', action='append',
                      default=[], dest='overrides',
                      help='any setting, e.g. training.train_steps=500 or '
@@ -65,9 +67,8 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   configuration recorded in the output directory, if there is one.
   """
   if (not args.config and getattr(args, 'reads_run', False)):
-    args.config = config_lib.run_config_file(args.output or
-                                             config_lib.PipelineConfig
-                                             .output_dir)
+    args.config = config_lib.run_config_file(
+        args.output or config_lib.PipelineConfig.output_dir)
   base = None
   data = getattr(args, 'data', None)
   if data and not args.config:
@@ -80,7 +81,7 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
             path=data, label='', exclude_features=[],
             categorical_features=[], slice_features=[]))
   flags = {
-      'output_dir': args.output,
+      'output_dir': getattr(args, 'output', None),
       'orchestrator': getattr(args, 'orchestrator', None),
       'data': {key: getattr(args, flag, None) for key, flag in (
           ('path', 'data'), ('label', 'label'),
@@ -197,6 +198,34 @@ def _serve(args: argparse.Namespace) -> int:
     raise config_lib.ConfigError(str(e)) from None
 
 
+def _compile(args: argparse.Namespace) -> int:
+  from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+  config = load_config(args)
+  path = kubeflow.compile_pipeline(config, args.target, args.pipeline_file)
+  print(f'Wrote the {args.target} pipeline {config.pipeline_name} to {path} '
+        f'(image {config.kubeflow.image}, pipeline root '
+        f'{config.kubeflow.pipeline_root})')
+  return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+  config = load_config(args)
+  pipeline_file = args.pipeline_file
+  if not pipeline_file:
+    pipeline_file = str(kubeflow.compile_pipeline(
+        config, 'kubeflow',
+        str(Path(tempfile.mkdtemp()) / f'{config.pipeline_name}.yaml')))
+  parameters = {key: value for key, _, value in
+                (param.partition('=') for param in args.param)}
+  result = kubeflow.submit(config, pipeline_file, args.host, args.experiment,
+                           args.run_name, parameters)
+  print(f'Started run {result.run_id} of {pipeline_file} on {args.host} '
+        f'(experiment {args.experiment})')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tfx-e2e', description='End-to-end TFX pipeline on Apache Beam.',
@@ -235,6 +264,34 @@ def build_parser() -> argparse.ArgumentParser:
       '--file', dest='report_file', default='', metavar='FILE',
       help='where to write it (default: <output>/report.html)')
   report_parser.set_defaults(handler=_report, reads_run=True)
+
+  compile_parser = commands.add_parser(
+      'compile', help='write the pipeline for Kubeflow Pipelines (YAML) or '
+      'Vertex AI (JSON), placed by the configuration\'s kubeflow section')
+  _add_config_flags(compile_parser, dataset_flags=False,
+                    output_dir_flag=False)
+  compile_parser.add_argument('--target', choices=('kubeflow', 'vertex'),
+                              default='kubeflow')
+  compile_parser.add_argument('--output', dest='pipeline_file', required=True,
+                              metavar='FILE',
+                              help='the pipeline file (.yaml for kubeflow, '
+                              '.json for vertex)')
+  compile_parser.set_defaults(handler=_compile)
+
+  submit_parser = commands.add_parser(
+      'submit', help='start a run on a Kubeflow Pipelines endpoint')
+  _add_config_flags(submit_parser, dataset_flags=False,
+                    output_dir_flag=False)
+  submit_parser.add_argument('--host', required=True,
+                             help='KFP API endpoint, e.g. http://localhost:8080')
+  submit_parser.add_argument('--experiment', default='tfx-e2e')
+  submit_parser.add_argument('--run-name', dest='run_name')
+  submit_parser.add_argument('--param', action='append', default=[],
+                             metavar='NAME=VALUE',
+                             help='a pipeline run parameter (repeatable)')
+  submit_parser.add_argument('--file', dest='pipeline_file', metavar='FILE',
+                             help='a compiled pipeline (default: compile now)')
+  submit_parser.set_defaults(handler=_submit)
   return parser
 
 

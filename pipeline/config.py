@@ -78,6 +78,54 @@ class EvaluationConfig:
   max_rmse_increase: float = 1e-6
 
 
+# Beam pipeline options per profile; {placeholders} come from BeamConfig.
+# The profile name is what a user changes; the pipeline code does not.
+BEAM_PROFILES = {
+    # One process: the least start-up cost, one core.
+    'in-memory': ['--direct_running_mode=in_memory'],
+    # One worker process per core.
+    'multi-process': ['--direct_running_mode=multi_processing',
+                      '--direct_num_workers=0'],
+    # Google Cloud Dataflow: workers install this package from the image.
+    'dataflow': ['--runner=DataflowRunner', '--project={project}',
+                 '--region={region}', '--temp_location={temp_location}',
+                 '--sdk_container_image={image}',
+                 '--experiments=use_runner_v2'],
+    # Portable runners: a Flink or Spark job server at job_endpoint; SDK
+    # workers run the pipeline image, which has this package installed.
+    'flink': ['--runner=PortableRunner', '--job_endpoint={job_endpoint}',
+              '--environment_type=DOCKER', '--environment_config={image}'],
+    'spark': ['--runner=PortableRunner', '--job_endpoint={job_endpoint}',
+              '--environment_type=DOCKER', '--environment_config={image}'],
+}
+
+
+@dataclasses.dataclass
+class BeamConfig:
+  """Where the Beam-based components run: a profile and its settings."""
+  profile: str = 'in-memory'
+  # Dataflow:
+  project: str = ''
+  region: str = ''
+  temp_location: str = ''
+  # Flink / Spark job server (PortableRunner):
+  job_endpoint: str = 'localhost:8099'
+  # Appended after the profile's options.
+  extra_args: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class KubeflowConfig:
+  """Where the pipeline runs on Kubeflow Pipelines (`tfx-e2e compile`)."""
+  # The pipeline image (Dockerfile): TFX plus this package.
+  image: str = 'tfx-e2e:latest'
+  # Object store or persistent volume paths, as the cluster sees them.
+  pipeline_root: str = 'gs://YOUR_BUCKET/tfx-e2e/pipeline'
+  data_path: str = 'gs://YOUR_BUCKET/tfx-e2e/data'
+  serving_base: str = 'gs://YOUR_BUCKET/tfx-e2e/serving'
+  beam_profile: str = 'multi-process'
+
+
 @dataclasses.dataclass
 class PipelineConfig:
   pipeline_name: str = 'taxi-fare'
@@ -88,9 +136,8 @@ class PipelineConfig:
   # Run Transform/Trainer/Evaluator/Pusher even when ExampleValidator finds
   # anomalies (they are still listed in the summary).
   allow_anomalies: bool = False
-  # Passed to every Beam-based component.
-  beam_args: List[str] = dataclasses.field(
-      default_factory=lambda: ['--direct_running_mode=in_memory'])
+  beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
+  kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
   training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
@@ -114,6 +161,15 @@ class PipelineConfig:
     """TF Serving model base path: versions are integer subdirectories."""
     return str(self.output_path / 'serving' / self.model_name)
 
+  def beam_args(self, profile: Optional[str] = None,
+                image: Optional[str] = None) -> List[str]:
+    """Beam pipeline options of a profile (default: beam.profile)."""
+    profile = profile or self.beam.profile
+    settings = dict(dataclasses.asdict(self.beam),
+                    image=image or self.kubeflow.image)
+    return [arg.format(**settings) for arg in BEAM_PROFILES[profile]] + list(
+        self.beam.extra_args)
+
   def validate(self) -> 'PipelineConfig':
     if not _PIPELINE_NAME.fullmatch(self.pipeline_name):
       raise ConfigError(
@@ -122,6 +178,10 @@ class PipelineConfig:
     if not _MODEL_NAME.fullmatch(self.model_name):
       raise ConfigError(
           f'model_name {self.model_name!r} must match {_MODEL_NAME.pattern}')
+    for profile in (self.beam.profile, self.kubeflow.beam_profile):
+      if profile not in BEAM_PROFILES:
+        raise ConfigError(f'Beam profile {profile!r} is not one of '
+                          f'{", ".join(BEAM_PROFILES)}')
     if self.orchestrator not in ORCHESTRATORS:
       raise ConfigError(f'orchestrator must be one of {ORCHESTRATORS}, '
                         f'not {self.orchestrator!r}')

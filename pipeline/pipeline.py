@@ -5,7 +5,7 @@ the one `PipelineConfig`.
 """
 
 from pathlib import Path
-from typing import List
+from typing import Any, List, NamedTuple, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -29,12 +29,46 @@ EVALUATOR = 'Evaluator'
 PUSHER = 'Pusher'
 
 
-def csv_input(config: PipelineConfig):
-  """CsvExampleGen's input_base and split pattern for `data.path`."""
-  path = Path(config.data.path)
-  if path.is_dir():
-    return str(path), '*.csv'
-  return str(path.parent), path.name
+TARGETS = ('local', 'kubeflow')
+
+
+class Placement(NamedTuple):
+  """Where a pipeline reads, writes and runs: on this machine or a cluster."""
+  data_path: str
+  pipeline_root: str
+  serving_model_dir: str
+  beam_args: List[str]
+  metadata: Optional[Any]  # MLMD connection; Kubeflow brings its own
+
+
+def placement(config: PipelineConfig, target: str = 'local') -> Placement:
+  if target == 'kubeflow':
+    kubeflow = config.kubeflow
+    return Placement(
+        data_path=kubeflow.data_path, pipeline_root=kubeflow.pipeline_root,
+        serving_model_dir=f'{kubeflow.serving_base.rstrip("/")}/'
+        f'{config.model_name}',
+        beam_args=config.beam_args(kubeflow.beam_profile), metadata=None)
+  return Placement(
+      data_path=config.data.path, pipeline_root=config.pipeline_root,
+      serving_model_dir=config.serving_model_dir,
+      beam_args=config.beam_args(),
+      metadata=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          config.metadata_path))
+
+
+def csv_input(data_path: str):
+  """CsvExampleGen's input_base and split pattern for a file or directory.
+
+  A remote path (gs://, s3://) is a directory unless it ends in .csv.
+  """
+  remote = '://' in data_path
+  is_dir = (not data_path.endswith('.csv')) if remote else Path(
+      data_path).is_dir()
+  if is_dir:
+    return data_path.rstrip('/'), '*.csv'
+  parent, _, name = data_path.rpartition('/')
+  return parent or '.', name
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -71,7 +105,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       options=tfma.Options(include_default_metrics={'value': False}))
 
 
-def _model_components(config: PipelineConfig, example_gen,
+def _model_components(config: PipelineConfig, where: Placement, example_gen,
                       schema_gen) -> List:
   """Transform, Trainer, Resolver, Evaluator and Pusher."""
   custom_config = features.make_custom_config(
@@ -110,12 +144,15 @@ def _model_components(config: PipelineConfig, example_gen,
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=config.serving_model_dir)))
+              base_directory=where.serving_model_dir)))
   return [transform, trainer, model_resolver, evaluator, pusher]
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-  input_base, pattern = csv_input(config)
+def create_pipeline(config: PipelineConfig,
+                    target: str = 'local') -> tfx.dsl.Pipeline:
+  """The pipeline of `config`, placed on this machine or on Kubeflow."""
+  where = placement(config, target)
+  input_base, pattern = csv_input(where.data_path)
   example_gen = tfx.components.CsvExampleGen(
       input_base=input_base,
       input_config=example_gen_pb2.Input(splits=[
@@ -144,7 +181,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
 
   components = [example_gen, statistics_gen, schema_gen, example_validator]
   if config.allow_anomalies:
-    components += _model_components(config, example_gen, schema_gen)
+    components += _model_components(config, where, example_gen,
+                                      schema_gen)
   else:
     # The data gate: nothing downstream runs unless both splits validate.
     # (Components join a Cond by being created inside it.)
@@ -152,14 +190,13 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         .custom_property('blessed')
     with tfx.dsl.Cond(ph.logical_and(blessed['train'] == 1,
                                      blessed['eval'] == 1)):
-      components += _model_components(config, example_gen, schema_gen)
+      components += _model_components(config, where, example_gen,
+                                      schema_gen)
 
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
-      pipeline_root=config.pipeline_root,
-      metadata_connection_config=(
-          tfx.orchestration.metadata.sqlite_metadata_connection_config(
-              config.metadata_path)),
+      pipeline_root=where.pipeline_root,
+      metadata_connection_config=where.metadata,
       components=components,
       enable_cache=config.enable_cache,
-      beam_pipeline_args=list(config.beam_args))
+      beam_pipeline_args=where.beam_args)

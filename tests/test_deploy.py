@@ -1,34 +1,132 @@
-"""The real-TF-Serving deployment files agree with the pipeline's defaults."""
+"""Deployment files: Kubernetes objects validate against the Kubernetes API
+models, TF Serving's config matches the Pusher's destination, and the
+pipeline image installs what CI installs. (No cluster and no Docker engine
+here: these are the checks that need neither.)"""
 
+import re
 
 from google.protobuf import text_format
+import kubernetes
+import pytest
 from tensorflow_serving.config import model_server_config_pb2
 import yaml
 
 from pipeline.config import REPO_ROOT, PipelineConfig
+from pipeline.pipeline import placement
 
-DEPLOY = REPO_ROOT / 'deploy' / 'serving'
+SERVING = REPO_ROOT / 'deploy' / 'serving'
+KINDS = {'Deployment': 'V1Deployment', 'Service': 'V1Service',
+         'PersistentVolumeClaim': 'V1PersistentVolumeClaim'}
 
 
-def test_model_config_serves_the_default_model_from_the_mounted_volume():
+def _objects():
+  for path in sorted(SERVING.rglob('*.yaml')):
+    if path.name in ('kustomization.yaml', 'docker-compose.yaml'):
+      continue
+    for document in yaml.safe_load_all(path.read_text()):
+      yield path, document
+
+
+def _patch_files():
+  return {p['path'] for k in SERVING.rglob('kustomization.yaml')
+          for p in (yaml.safe_load(k.read_text()).get('patches') or [])}
+
+
+def _merge(base, patch):
+  """A strategic merge as kustomize does it for these patches: maps merge,
+  lists of named objects merge by name."""
+  if isinstance(base, dict) and isinstance(patch, dict):
+    merged = dict(base)
+    for key, value in patch.items():
+      merged[key] = _merge(base[key], value) if key in base else value
+    return merged
+  if (isinstance(base, list) and isinstance(patch, list) and
+      all(isinstance(i, dict) and 'name' in i for i in base + patch)):
+    by_name = {i['name']: i for i in base}
+    for item in patch:
+      by_name[item['name']] = _merge(by_name.get(item['name'], {}), item)
+    return list(by_name.values())
+  if isinstance(base, list) and isinstance(patch, list):
+    return base + patch
+  return patch
+
+
+def _without_nones(value):
+  if isinstance(value, dict):
+    return {k: _without_nones(v) for k, v in value.items() if v is not None}
+  if isinstance(value, list):
+    return [_without_nones(v) for v in value]
+  return value
+
+
+@pytest.mark.parametrize('path, document', list(_objects()),
+                         ids=lambda v: getattr(v, 'name', ''))
+def test_kubernetes_objects_validate_against_the_api_models(path, document):
+  if path.name in _patch_files():
+    # A kustomize patch is a partial object: check what it makes of the base.
+    base = yaml.safe_load((SERVING / 'base' / 'deployment.yaml').read_text())
+    document = _merge(base, document)
+  api = kubernetes.client.ApiClient()
+  model = api._ApiClient__deserialize(document, KINDS[document['kind']])  # pylint: disable=protected-access
+  # A misspelt or misplaced field is dropped by the models: the round trip
+  # must give the document back unchanged.
+  assert _without_nones(api.sanitize_for_serialization(model)) == document, (
+      path)
+
+
+def _model_config(path):
   config = model_server_config_pb2.ModelServerConfig()
-  text_format.Parse((DEPLOY / 'models.config').read_text(), config)
+  text_format.Parse(path.read_text(), config)
   (model,) = config.model_config_list.config
-  assert model.name == PipelineConfig().model_name
-  assert model.base_path == f'/models/{model.name}'
+  return model
 
 
-def test_manifests_mount_the_push_destination_and_probe_the_model():
-  compose = yaml.safe_load((DEPLOY / 'docker-compose.yaml').read_text())
+def test_model_configs_serve_the_pushers_destination():
+  config = PipelineConfig()
+  local = _model_config(SERVING / 'base' / 'models.config')
+  assert local.name == config.model_name
+  assert local.base_path == f'/models/{config.model_name}'  # <serving>/<name>
+  remote = _model_config(SERVING / 'overlays' / 'object-store' /
+                         'models.config')
+  assert remote.base_path == placement(config, 'kubeflow').serving_model_dir
+  compose = yaml.safe_load((SERVING / 'docker-compose.yaml').read_text())
   service = compose['services']['tensorflow-serving']
+  # ./output/serving (the Pusher's base) is mounted where base_path points.
   assert '../../output/serving:/models:ro' in service['volumes']
+
+
+def test_probes_point_at_the_rest_status_endpoint():
   (deployment,) = yaml.safe_load_all(
-      (DEPLOY / 'k8s' / 'deployment.yaml').read_text())
+      (SERVING / 'base' / 'deployment.yaml').read_text())
   container = deployment['spec']['template']['spec']['containers'][0]
-  name = PipelineConfig().model_name
-  assert container['readinessProbe']['httpGet']['path'] == f'/v1/models/{name}'
-  assert {'name': 'models', 'mountPath': '/models', 'readOnly': True} in (
-      container['volumeMounts'])
-  kustomization = yaml.safe_load((DEPLOY / 'kustomization.yaml').read_text())
-  for resource in kustomization['resources']:
-    assert (DEPLOY / resource).is_file()
+  ports = {p['name']: p['containerPort'] for p in container['ports']}
+  assert ports == {'grpc': 8500, 'http': 8501}  # TF Serving's defaults
+  for probe in ('readinessProbe', 'livenessProbe'):
+    get = container[probe]['httpGet']
+    assert get['path'] == f'/v1/models/{PipelineConfig().model_name}'
+    assert get['port'] == 'http'
+  assert container['resources']['requests']
+
+
+def test_kustomizations_reference_existing_files():
+  for kustomization in SERVING.rglob('kustomization.yaml'):
+    spec = yaml.safe_load(kustomization.read_text())
+    listed = list(spec.get('resources', [])) + [
+        p['path'] for p in spec.get('patches', [])] + [
+            f for g in spec.get('configMapGenerator', [])
+            for f in g['files']]
+    for entry in listed:
+      assert (kustomization.parent / entry).exists(), (kustomization, entry)
+
+
+def test_dockerfile_copies_existing_files_and_installs_as_ci_does():
+  dockerfile = (REPO_ROOT / 'deploy' / 'kubeflow' / 'Dockerfile').read_text()
+  assert re.search(r'^FROM tensorflow/tfx:1\.16\.0$', dockerfile, re.M)
+  for sources in re.findall(r'^COPY (.+) \S+$', dockerfile, re.M):
+    for source in sources.split():
+      assert (REPO_ROOT / source).exists(), source
+  makefile = (REPO_ROOT / 'Makefile').read_text()
+  for install in re.findall(r'-m pip install (.+)$', dockerfile, re.M):
+    assert f'-m pip install {install.replace("--no-deps .", "--no-deps -e .")}' \
+        in makefile, install
+  assert 'ENV TF_USE_LEGACY_KERAS=1' in dockerfile

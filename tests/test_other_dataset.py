@@ -2,7 +2,8 @@
 
 Palmer penguins (tests/data/penguins.csv, CC0): string categoricals, missing
 values in several columns, two rows without the label, a numeric label on
-another scale (grams). Run with the BeamDagRunner, so both orchestrators run
+another scale (grams). Run with the BeamDagRunner and the multi-process
+DirectRunner profile, so both orchestrators and both local Beam profiles run
 the whole pipeline in the suite.
 """
 
@@ -19,7 +20,7 @@ from tests.conftest import PENGUINS_CSV, run_cli
 
 ARGS = ['run', '--data', str(PENGUINS_CSV), '--label', 'body_mass_g',
         '--categorical', 'year', '--slice', 'species,island',
-        '--orchestrator', 'beam',
+        '--orchestrator', 'beam', '--set', 'beam.profile=multi-process',
         '--set', 'evaluation.rmse_upper_bound=600',
         '--set', 'training.train_steps=300',
         '--set', 'training.batch_size=32']

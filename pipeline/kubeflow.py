@@ -1,0 +1,76 @@
+"""The same pipeline on Kubeflow Pipelines v2: compile and submit.
+
+`compile_pipeline` places the one pipeline definition on the cluster (paths,
+image and Beam profile from the configuration's `kubeflow` section) and
+writes it with TFX's KubeflowV2DagRunner: a KFP v2 PipelineSpec (YAML) for
+Kubeflow Pipelines, or a Vertex AI PipelineJob (JSON).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+from unittest import mock
+
+from pipeline.config import ConfigError, PipelineConfig
+
+TARGET_SUFFIXES = {'kubeflow': ('.yaml', '.yml'), 'vertex': ('.json',)}
+
+
+def _placeholder_to_cel_with_keys(original):
+  """TFX 1.16's KFP v2 compiler drops the key of `placeholder['key']` and
+  writes `[0]`, so the data gate's condition on the per-split `blessed`
+  dictionary of ExampleValidator would test the wrong thing on Kubeflow.
+  This writes `['key']` (CEL map access) and leaves the rest to TFX."""
+
+  def placeholder_to_cel(expression):
+    if expression.HasField('operator') and expression.operator.WhichOneof(
+        'operator_type') == 'index_op' and expression.operator.index_op.key:
+      index_op = expression.operator.index_op
+      return f"{placeholder_to_cel(index_op.expression)}['{index_op.key}']"
+    return original(expression)
+
+  return placeholder_to_cel
+
+
+def compile_pipeline(config: PipelineConfig, target: str,
+                     output_file: str) -> Path:
+  # Imported here: TensorFlow and the KFP SDK load slowly.
+  from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
+  from tfx.orchestration.kubeflow.v2 import compiler_utils  # pylint: disable=import-outside-toplevel
+  from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+
+  path = Path(output_file)
+  if target not in TARGET_SUFFIXES:
+    raise ConfigError(f'--target must be one of {", ".join(TARGET_SUFFIXES)}')
+  if path.suffix not in TARGET_SUFFIXES[target]:
+    raise ConfigError(
+        f'a {target} pipeline file must end in '
+        f'{" or ".join(TARGET_SUFFIXES[target])}: {output_file}')
+  path.parent.mkdir(parents=True, exist_ok=True)
+  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+          default_image=config.kubeflow.image),
+      output_dir=str(path.parent), output_filename=path.name)
+  with mock.patch.object(
+      compiler_utils, 'placeholder_to_cel',
+      _placeholder_to_cel_with_keys(compiler_utils.placeholder_to_cel)):
+    runner.run(create_pipeline(config, target='kubeflow'))
+  return path
+
+
+def submit(config: PipelineConfig, pipeline_file: str, host: str,
+           experiment: str, run_name: Optional[str] = None,
+           parameters: Optional[Dict[str, str]] = None):
+  """Starts a run of a compiled pipeline on the KFP endpoint `host`.
+
+  A PipelineSpec has no pipeline root of its own: the run gets the
+  configuration's `kubeflow.pipeline_root`.
+  """
+  import kfp  # pylint: disable=import-outside-toplevel
+  client = kfp.Client(host=host)
+  return client.create_run_from_pipeline_package(
+      pipeline_file, arguments=parameters or {}, run_name=run_name,
+      experiment_name=experiment,
+      pipeline_root=config.kubeflow.pipeline_root,
+      enable_caching=config.enable_cache)
