@@ -226,6 +226,32 @@ def _submit(args: argparse.Namespace) -> int:
   return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+  from pipeline import batch_predict  # pylint: disable=import-outside-toplevel
+  config = load_config(args)
+  try:
+    model_dir = args.model or batch_predict.latest_version_dir(
+        config.serving_model_dir)
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError(f'{e}: run the pipeline first, or pass '
+                                 '--model') from None
+  options = batch_predict.BatchPredictOptions(
+      input_pattern=args.input, output_prefix=args.output_prefix,
+      model_dir=model_dir, id_column=args.id_column,
+      passthrough=[c for c in (args.passthrough or '').split(',') if c],
+      output_format=args.format)
+  beam_args = config.beam_args() + list(args.beam_args)
+  print(f'Predicting {args.input} with {model_dir} (Beam: '
+        f'{" ".join(beam_args)})', flush=True)
+  result = batch_predict.run(options, beam_args)
+  print(f'Rows read: {result.rows_read:,}; predicted: '
+        f'{result.rows_predicted:,}; dead-lettered: '
+        f'{result.rows_dead_lettered:,}\n'
+        f'Predictions: {args.output_prefix}-*.{args.format}; dead letters: '
+        f'{args.output_prefix}-dead-letters-*.jsonl')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tfx-e2e', description='End-to-end TFX pipeline on Apache Beam.',
@@ -292,11 +318,36 @@ def build_parser() -> argparse.ArgumentParser:
   submit_parser.add_argument('--file', dest='pipeline_file', metavar='FILE',
                              help='a compiled pipeline (default: compile now)')
   submit_parser.set_defaults(handler=_submit)
+
+  predict_parser = commands.add_parser(
+      'predict', help='batch prediction over CSV files as a Beam job (other '
+      'flags go to Beam as pipeline options)')
+  _add_config_flags(predict_parser, dataset_flags=False,
+                    output_dir_flag=False)
+  predict_parser.add_argument('--input', required=True,
+                              metavar='PATH_OR_GLOB', help='CSV file(s)')
+  predict_parser.add_argument('--output', dest='output_prefix', required=True,
+                              metavar='PREFIX', help='output file prefix')
+  predict_parser.add_argument('--model', metavar='DIR',
+                              help='a SavedModel version directory (default: '
+                              'the latest pushed version)')
+  predict_parser.add_argument('--id-column', dest='id_column',
+                              help='the row key column (default: file:line)')
+  predict_parser.add_argument('--passthrough', metavar='COLS',
+                              help='comma-separated columns to copy to the '
+                              'output')
+  predict_parser.add_argument('--format', choices=('csv', 'jsonl'),
+                              default='csv')
+  predict_parser.set_defaults(handler=_predict, accepts_beam_args=True)
   return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, unknown = parser.parse_known_args(argv)
+  if unknown and not getattr(args, 'accepts_beam_args', False):
+    parser.error(f'unrecognized arguments: {" ".join(unknown)}')
+  args.beam_args = unknown
   try:
     return args.handler(args)
   except (config_lib.ConfigError, input_check.InputError) as e:

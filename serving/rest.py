@@ -12,6 +12,7 @@ Errors are `{"error": "..."}` with TF Serving's HTTP status for the code.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any, Dict, List
 
@@ -165,11 +166,15 @@ class ModelHandler(tornado.web.RequestHandler):
       self._error(e)
 
   def _json_body(self) -> Dict[str, Any]:
+    data = b''.join(self._chunks)
     try:
-      body = orjson.loads(b''.join(self._chunks))
+      body = orjson.loads(data)
     except orjson.JSONDecodeError as e:
-      raise ServingError(Code.INVALID_ARGUMENT,
-                         f'JSON Parse error: {e}') from None
+      try:  # NaN and Infinity literals, which TF Serving's parser accepts
+        body = json.loads(data)
+      except ValueError:
+        raise ServingError(Code.INVALID_ARGUMENT,
+                           f'JSON Parse error: {e}') from None
     if not isinstance(body, dict):
       raise ServingError(Code.INVALID_ARGUMENT,
                          'The request body must be a JSON object')
