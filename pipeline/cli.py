@@ -63,12 +63,12 @@ def _add_config_flags(parser: argparse.ArgumentParser,
 def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   """The configuration from --config, the named flags and --set.
 
-  Commands that read a finished run (`report`, `serve`) start from the
-  configuration recorded in the output directory, if there is one.
+  Commands that use a finished run (`report`, `serve`, `predict`) start
+  from the configuration recorded in its output directory, if there is one.
   """
-  if (not args.config and getattr(args, 'reads_run', False)):
+  if not args.config and getattr(args, 'reads_run', False):
     args.config = config_lib.run_config_file(
-        args.output or config_lib.PipelineConfig.output_dir)
+        getattr(args, 'output', None) or config_lib.PipelineConfig.output_dir)
   base = None
   data = getattr(args, 'data', None)
   if data and not args.config:
@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                               'output')
   predict_parser.add_argument('--format', choices=('csv', 'jsonl'),
                               default='csv')
-  predict_parser.set_defaults(handler=_predict, accepts_beam_args=True)
+  predict_parser.set_defaults(handler=_predict, accepts_beam_args=True,
+                              reads_run=True)
   return parser
 
 
