@@ -10,7 +10,7 @@ import pytest
 
 import pipeline  # noqa: F401  (sets the Keras/TensorFlow environment first)
 from pipeline import cli
-from pipeline.config import BUNDLED_TAXI_CSV
+from pipeline.config import BUNDLED_TAXI_CSV, PipelineConfig
 
 TESTS_DATA = Path(__file__).parent / 'data'
 PENGUINS_CSV = TESTS_DATA / 'penguins.csv'
@@ -60,6 +60,14 @@ def taxi_run(taxi_sample, tmp_path_factory):
   result = run_cli(['run', '--set', f'data.path={taxi_sample}', '--output',
                     str(output), *FAST])
   return result, output
+
+
+@pytest.fixture(scope='session')
+def taxi_pushed_model(taxi_run) -> Path:
+  """The version directory the taxi run's Pusher wrote first."""
+  _, output = taxi_run
+  pushed = Path(PipelineConfig(output_dir=str(output)).serving_model_dir)
+  return sorted(pushed.iterdir())[0]
 
 
 @pytest.fixture(scope='session')

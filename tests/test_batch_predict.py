@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import requests
 
-from pipeline.config import PipelineConfig
 from tests.conftest import read_csv, run_cli, write_csv
 from tests.serving_support import OWN, running_server
 
@@ -20,14 +19,7 @@ BAD_ROWS = 2
 
 
 @pytest.fixture(scope='module')
-def model_dir(taxi_run) -> Path:
-  _, output = taxi_run
-  pushed = Path(PipelineConfig(output_dir=str(output)).serving_model_dir)
-  return sorted(pushed.iterdir())[0]
-
-
-@pytest.fixture(scope='module')
-def batch(taxi_sample, model_dir, tmp_path_factory):
+def batch(taxi_sample, taxi_pushed_model, tmp_path_factory):
   """Two input files, one with a ragged row and one with a bad number."""
   header, rows = read_csv(taxi_sample)
   work = tmp_path_factory.mktemp('predict')
@@ -38,7 +30,7 @@ def batch(taxi_sample, model_dir, tmp_path_factory):
   write_csv(work / 'in' / 'b.csv', header, b_rows)
   result = run_cli(['predict', '--input', str(work / 'in' / '*.csv'),
                     '--output', str(work / 'out' / 'pred'),
-                    '--model', str(model_dir),
+                    '--model', str(taxi_pushed_model),
                     '--passthrough', 'fare,payment_type'])
   return result, work, header, rows[:300] + b_rows
 
@@ -57,7 +49,8 @@ def _dead_letters(work):
           for line in Path(path).read_text().splitlines()]
 
 
-def test_every_row_is_predicted_or_dead_lettered_once(batch, model_dir):
+def test_every_row_is_predicted_or_dead_lettered_once(batch,
+                                                     taxi_pushed_model):
   result, work, _, rows = batch
   assert result.exit_code == 0, result.stderr
   assert (f'Rows read: {len(rows):,}; predicted: {len(rows) - BAD_ROWS:,}; '
@@ -71,7 +64,8 @@ def test_every_row_is_predicted_or_dead_lettered_once(batch, model_dir):
   assert {d['error'] for d in dead} == {
       '3 fields, but the header has 18',
       "column 'trip_miles': could not convert string to float: 'far'"}
-  assert {p['model_version'] for p in predictions} == {model_dir.name}
+  assert {p['model_version'] for p in predictions} == {
+      taxi_pushed_model.name}
   assert all(np.isfinite(float(p['prediction'])) for p in predictions)
   # Pass-through columns come from the same row as the key.
   a_rows = {f'{work / "in" / "a.csv"}:{n}': row
@@ -81,14 +75,14 @@ def test_every_row_is_predicted_or_dead_lettered_once(batch, model_dir):
       assert p['fare'] == a_rows[p['key']][1]
 
 
-def test_predictions_match_the_serving_api(batch, model_dir, tmp_path):
+def test_predictions_match_the_serving_api(batch, taxi_pushed_model, tmp_path):
   """The parity check: batch and REST give the same numbers for a sample."""
   _, work, header, rows = batch
   predictions = {p['key']: float(p['prediction']) for p in _predictions(work)}
   sample = [(f'{work / "in" / "a.csv"}:{n}', dict(zip(header, row)))
             for n, row in enumerate(rows[:300], start=2)]
   base = tmp_path / 'models' / 'taxi_fare'
-  shutil.copytree(model_dir, base / '1')
+  shutil.copytree(taxi_pushed_model, base / '1')
   with running_server(OWN, ['--model_name=taxi_fare',
                             f'--model_base_path={base}'], tmp_path) as server:
     metadata = requests.get(f'{server.rest}/v1/models/taxi_fare/metadata',

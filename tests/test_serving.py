@@ -31,13 +31,10 @@ ROWS = 16
 
 
 @pytest.fixture(scope='module')
-def model_base(taxi_run, tmp_path_factory) -> Path:
+def model_base(taxi_pushed_model, tmp_path_factory) -> Path:
   """A model base path holding the pipeline's first pushed model as v1."""
-  _, output = taxi_run
-  pushed = Path(PipelineConfig(output_dir=str(output)).serving_model_dir)
-  first = sorted(pushed.iterdir())[0]
   base = tmp_path_factory.mktemp('models') / MODEL
-  shutil.copytree(first, base / '1')
+  shutil.copytree(taxi_pushed_model, base / '1')
   return base
 
 

@@ -13,24 +13,16 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from pipeline.config import PipelineConfig
 from tests.serving_support import OWN, running_server
 
 MODEL = 'taxi_fare'
 CLIENTS = 8
 
 
-@pytest.fixture(scope='module')
-def pushed_model(taxi_run) -> Path:
-  _, output = taxi_run
-  pushed = Path(PipelineConfig(output_dir=str(output)).serving_model_dir)
-  return sorted(pushed.iterdir())[0]
-
-
-def _push(pushed_model: Path, base: Path, version: int) -> None:
+def _push(model: Path, base: Path, version: int) -> None:
   """As an atomic push does: copy beside the base path, then rename."""
   staging = base.parent / f'.staging-{version}'
-  shutil.copytree(pushed_model, staging)
+  shutil.copytree(model, staging)
   staging.rename(base / str(version))
 
 
@@ -69,10 +61,10 @@ def _wait_for(condition, seconds=30):
   return False
 
 
-def test_live_swap_under_load(pushed_model, tmp_path):
+def test_live_swap_under_load(taxi_pushed_model, tmp_path):
   base = tmp_path / 'models' / MODEL
   base.mkdir(parents=True)
-  _push(pushed_model, base, 1)
+  _push(taxi_pushed_model, base, 1)
   with running_server(OWN, [f'--model_name={MODEL}',
                             f'--model_base_path={base}'], tmp_path,
                       ['--file_system_poll_wait_seconds=0.5',
@@ -113,7 +105,7 @@ def test_live_swap_under_load(pushed_model, tmp_path):
       thread.start()
     try:
       time.sleep(1.0)
-      _push(pushed_model, base, 2)
+      _push(taxi_pushed_model, base, 2)
       assert _wait_for(lambda: all(seen and seen[-1] == 2
                                    for seen in versions_seen)), (
           'version 2 never answered every client')
@@ -137,7 +129,7 @@ def test_live_swap_under_load(pushed_model, tmp_path):
     (base / '3').mkdir()
     (base / '3' / 'variables').mkdir()
     broken = base.parent / '.staging-4'
-    shutil.copytree(pushed_model, broken)
+    shutil.copytree(taxi_pushed_model, broken)
     (broken / 'saved_model.pb').write_bytes(b'not a SavedModel')
     broken.rename(base / '4')
     assert _wait_for(lambda: 4 in _states(server))
@@ -153,12 +145,12 @@ def test_live_swap_under_load(pushed_model, tmp_path):
     assert response.status_code == 200
 
 
-def test_version_policy_and_labels_from_a_model_config_file(pushed_model,
+def test_version_policy_and_labels_from_a_model_config_file(taxi_pushed_model,
                                                             tmp_path):
   base = tmp_path / 'models' / MODEL
   base.mkdir(parents=True)
   for version in (1, 2, 3):
-    _push(pushed_model, base, version)
+    _push(taxi_pushed_model, base, version)
   config = tmp_path / 'models.config'
   config.write_text(f'''
 model_config_list {{
