@@ -21,11 +21,6 @@ from pipeline import pipeline as pipeline_def
 from pipeline import results as results_lib
 from pipeline.config import PipelineConfig
 
-METRIC_NAMES = {
-    'example_count': 'examples', results_lib.RMSE: 'RMSE',
-    'mean_squared_error': 'MSE', 'mean_absolute_error': 'MAE',
-    'mean_label': 'mean label', 'mean_prediction': 'mean prediction',
-}
 SPLITS = ('train', 'eval')
 
 
@@ -47,8 +42,8 @@ def components_frame(results: results_lib.RunResults) -> pd.DataFrame:
 def metrics_frame(metrics: Dict[str, Dict[str, float]]) -> pd.DataFrame:
   """Slices x metrics; the overall slice first, then by feature and value."""
   frame = pd.DataFrame.from_dict(metrics, orient='index')
-  frame = frame[[m for m in METRIC_NAMES if m in frame.columns]]
-  frame = frame.rename(columns=METRIC_NAMES)
+  frame = frame[[m for m in results_lib.METRIC_NAMES if m in frame.columns]]
+  frame = frame.rename(columns=results_lib.METRIC_NAMES)
   order = sorted(frame.index, key=lambda s: (s != results_lib.OVERALL,
                                              s.split('=')[0],
                                              results_lib.slice_sort_key(s)))
@@ -69,7 +64,7 @@ def comparison_frame(results: results_lib.RunResults) -> Optional[pd.DataFrame]:
     baseline = results.baseline_metrics.get(name, {})
     row = {'slice': name}
     for metric in (results_lib.RMSE, 'mean_absolute_error'):
-      label = METRIC_NAMES[metric]
+      label = results_lib.METRIC_NAMES[metric]
       row[f'{label} candidate'] = candidate.get(metric)
       row[f'{label} baseline'] = baseline.get(metric)
       if candidate.get(metric) is not None and baseline.get(metric) is not None:
@@ -79,9 +74,8 @@ def comparison_frame(results: results_lib.RunResults) -> Optional[pd.DataFrame]:
 
 
 def thresholds_frame(results: results_lib.RunResults) -> pd.DataFrame:
-  verdict = {True: 'pass', False: 'FAIL', None: 'not checked (no baseline)'}
   return pd.DataFrame(
-      [(c.description, c.value, verdict[c.passed]) for c in results.thresholds],
+      [(c.description, c.value, c.verdict) for c in results.thresholds],
       columns=['threshold', 'value', 'result'])
 
 
@@ -90,7 +84,7 @@ def plot_metric_by_slice(metrics: Dict[str, Dict[str, float]], feature: str,
   """A bar per value of `feature`, with the overall value as a line."""
   frame = metrics_frame(metrics)
   rows = frame[[s.startswith(f'{feature}=') for s in frame.index]]
-  label = METRIC_NAMES[metric]
+  label = results_lib.METRIC_NAMES[metric]
   figure, axes = plt.subplots(figsize=(8, 3.2))
   axes.bar([s.split('=', 1)[1] for s in rows.index], rows[label],
            color='#4c72b0')

@@ -22,9 +22,12 @@ from pipeline.config import PipelineConfig
 
 OVERALL = 'Overall'
 RMSE = 'root_mean_squared_error'
-# Metric display order (TFMA metric names).
-METRICS = ('example_count', RMSE, 'mean_squared_error', 'mean_absolute_error',
-           'mean_label', 'mean_prediction')
+# The metrics reported, in display order: TFMA name -> display name.
+METRIC_NAMES = {
+    'example_count': 'examples', RMSE: 'RMSE', 'mean_squared_error': 'MSE',
+    'mean_absolute_error': 'MAE', 'mean_label': 'mean label',
+    'mean_prediction': 'mean prediction',
+}
 
 _STATES = {
     metadata_store_pb2.Execution.NEW: 'new',
@@ -56,6 +59,11 @@ class ThresholdCheck:
   description: str   # e.g. 'RMSE <= 10.0 (absolute)'
   value: Optional[float]
   passed: Optional[bool]  # None: not checked (no baseline yet)
+
+  @property
+  def verdict(self) -> str:
+    return {True: 'pass', False: 'FAIL',
+            None: 'not checked (no blessed baseline yet)'}[self.passed]
 
 
 @dataclasses.dataclass

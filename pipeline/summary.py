@@ -10,9 +10,11 @@ from pipeline.runner import RunOutcome
 # Per sliced feature, the summary shows the largest slices; all are in MLMD.
 MAX_SLICES_PER_FEATURE = 12
 
-_COLUMNS = (('example_count', 'examples'), (results_lib.RMSE, 'RMSE'),
-            ('mean_squared_error', 'MSE'), ('mean_absolute_error', 'MAE'),
-            ('mean_label', 'mean label'), ('mean_prediction', 'mean pred'))
+_COLUMNS = tuple(results_lib.METRIC_NAMES.items())
+
+
+def _width(title: str) -> int:
+  return max(11, len(title))
 
 
 def _number(value: Optional[float]) -> str:
@@ -54,14 +56,15 @@ def _metrics_table(metrics: Dict[str, Dict[str, float]]) -> List[str]:
   width = max([len(s) for s in metrics] + [len('slice')])
   width = min(width, 40)
   lines = ['  ' + f'{"slice":<{width}}' + ''.join(
-      f' {title:>11}' for _, title in _COLUMNS)]
+      f' {title:>{_width(title)}}' for _, title in _COLUMNS)]
   for name in _shown_slices(metrics):
     values = metrics.get(name)
     if values is None:
       lines.append(f'  {name}')
       continue
     lines.append('  ' + f'{name[:width]:<{width}}' + ''.join(
-        f' {_number(values.get(key)):>11}' for key, _ in _COLUMNS))
+        f' {_number(values.get(key)):>{_width(title)}}'
+        for key, title in _COLUMNS))
   return lines
 
 
@@ -95,10 +98,8 @@ def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
   else:
     lines.append(f'Blessing: {"BLESSED" if results.blessed else "NOT BLESSED"}')
     for check in results.thresholds:
-      verdict = {True: 'pass', False: 'FAIL',
-                 None: 'not checked (no blessed baseline yet)'}[check.passed]
       value = '' if check.value is None else f' (value {_number(check.value)})'
-      lines.append(f'  {check.description}: {verdict}{value}')
+      lines.append(f'  {check.description}: {check.verdict}{value}')
 
   if results.pushed:
     lines.append(f'Pushed: version {results.pushed_version} to '
