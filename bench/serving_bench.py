@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import PipelineConfig  # noqa: E402  (environment first)
+from pipeline.batch_predict import latest_version_dir  # noqa: E402
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
@@ -135,15 +136,15 @@ def main():
   parser.add_argument('--latency_calls', type=int, default=2000)
   args = parser.parse_args()
   base = Path(args.model_base_path)
-  versions = sorted(p for p in base.glob('*') if p.name.isdigit()) \
-      if base.is_dir() else []
-  if not versions:
-    sys.exit(f'no pushed model under {base}: run `make run` first')
-  model = tf.saved_model.load(str(versions[-1]))
+  try:
+    version_dir = latest_version_dir(str(base))
+  except FileNotFoundError as e:
+    sys.exit(f'{e}: run `make run` first')
+  model = tf.saved_model.load(version_dir)
 
   lines = [f'### Serving ({datetime.date.today()}, {platform.node()}, '
            f'{os.cpu_count()} cores, {platform.processor() or platform.machine()})',
-           '', f'Model: {versions[-1]} (taxi fare, serving_raw signature). '
+           '', f'Model: {version_dir} (taxi fare, serving_raw signature). '
            f'Clients: threads in the benchmark process, same machine.', '']
   local_p50, local_p99 = latency(_local_caller(model, 1), args.latency_calls)
   local_tput = {rows: throughput(lambda r=rows: _local_caller(model, r), 1,

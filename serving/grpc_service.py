@@ -16,6 +16,7 @@ from tensorflow_serving.apis import regression_pb2
 
 from serving import api
 from serving.errors import Code, ServingError
+from serving.models import DEFAULT_SIGNATURE
 
 
 def _version(model_spec) -> Optional[int]:
@@ -29,6 +30,12 @@ def _label(model_spec) -> Optional[str]:
 def _servable(service: api.ModelService, model_spec):
   return service.models.servable(model_spec.name, _version(model_spec),
                                  _label(model_spec))
+
+
+def _answered_by(response, servable, request) -> None:
+  """The response's model_spec: which version and signature answered."""
+  api.fill_model_spec(response.model_spec, servable,
+                      request.model_spec.signature_name or DEFAULT_SIGNATURE)
 
 
 def _serialized_examples(model_input) -> list:
@@ -75,9 +82,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         servable, request.model_spec.signature_name, inputs,
         list(request.output_filter))
     response = predict_pb2.PredictResponse()
-    api.fill_model_spec(response.model_spec, servable,
-                        request.model_spec.signature_name or
-                        'serving_default')
+    _answered_by(response, servable, request)
     for name, array in outputs.items():
       response.outputs[name].CopyFrom(tf.make_tensor_proto(array))
     return response
@@ -89,9 +94,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         servable, request.model_spec.signature_name,
         _serialized_examples(request.input))
     response = regression_pb2.RegressionResponse()
-    api.fill_model_spec(response.model_spec, servable,
-                        request.model_spec.signature_name or
-                        'serving_default')
+    _answered_by(response, servable, request)
     for value in values:
       response.result.regressions.add(value=value)
     return response
@@ -103,9 +106,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         servable, request.model_spec.signature_name,
         _serialized_examples(request.input))
     response = classification_pb2.ClassificationResponse()
-    api.fill_model_spec(response.model_spec, servable,
-                        request.model_spec.signature_name or
-                        'serving_default')
+    _answered_by(response, servable, request)
     for row in rows:
       classifications = response.result.classifications.add()
       for label, score in row:

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from serving.batching import Batcher
 from serving.errors import Code, ServingError
-from serving.models import Servable
+from serving.models import DEFAULT_SIGNATURE, Servable
 
 PREDICT = tf.saved_model.PREDICT_METHOD_NAME
 REGRESS = tf.saved_model.REGRESS_METHOD_NAME
@@ -104,7 +104,7 @@ class Inference:
             Code.INVALID_ARGUMENT,
             f'output tensor alias not found in signature: {name} Outputs '
             f'expected to be in the set {{{",".join(signature_def.outputs)}}}.')
-    outputs = self._call(servable, signature_name or 'serving_default',
+    outputs = self._call(servable, signature_name or DEFAULT_SIGNATURE,
                          function, tensors)
     if output_filter:
       outputs = {k: v for k, v in outputs.items() if k in output_filter}
@@ -132,7 +132,7 @@ class Inference:
     if not serialized_examples:
       raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
     input_name = next(iter(signature_def.inputs))
-    return self._call(servable, signature_name or 'serving_default',
+    return self._call(servable, signature_name or DEFAULT_SIGNATURE,
                       function, {input_name: tf.constant(
                           serialized_examples, tf.string)})
 

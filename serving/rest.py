@@ -30,10 +30,6 @@ _PATH = re.compile(
     re.IGNORECASE)
 
 
-def _input_values(value, dtype_is_string: bool):
-  return api.decode_strings(value) if dtype_is_string else value
-
-
 def _json_value(array: np.ndarray, name: str):
   if array.dtype == object:
     if name.endswith('_bytes'):
@@ -201,8 +197,9 @@ class ModelHandler(tornado.web.RequestHandler):
           Code.INVALID_ARGUMENT,
           "'inputs' must be a JSON object with one key per input: the "
           f'signature has {len(input_names)} inputs')
-    inputs = {name: _input_values(value, api.is_string_input(
-        signature_def, name)) for name, value in columns.items()}
+    inputs = {name: api.decode_strings(value)
+              if api.is_string_input(signature_def, name) else value
+              for name, value in columns.items()}
     outputs = self.service.inference.predict(servable, signature_name, inputs)
     return api.predict_json(outputs, row_format=has_instances,
                             to_json=_json_value)
