@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import PipelineConfig  # noqa: E402  (environment first)
-from pipeline.batch_predict import latest_version_dir  # noqa: E402
+from pipeline.prediction import latest_version_dir  # noqa: E402
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402

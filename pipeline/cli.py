@@ -60,6 +60,19 @@ def _add_config_flags(parser: argparse.ArgumentParser,
   group.add_argument('--orchestrator', choices=config_lib.ORCHESTRATORS)
 
 
+# `stream` flags that are shorthands for settings of the stream section.
+_STREAM_FLAGS = {
+    'event_time_column': ('--event-time-column', 'COLUMN', str),
+    'window_seconds': ('--window', 'SECONDS', int),
+    'period_seconds': ('--period', 'SECONDS', int),
+    'allowed_lateness_seconds': ('--allowed-lateness', 'SECONDS', int),
+    'watermark_lag_seconds': ('--watermark-lag', 'SECONDS', int),
+    'poll_seconds': ('--poll', 'SECONDS', float),
+    'idle_timeout_seconds': ('--idle-timeout', 'SECONDS', float),
+    'max_files': ('--max-files', 'N', int),
+}
+
+
 def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   """The configuration from --config, the named flags and --set.
 
@@ -89,6 +102,8 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
           ('categorical_features', 'categorical'),
           ('slice_features', 'slice'), ('schema', 'schema'))
                if getattr(args, flag, None) is not None},
+      'stream': {key: getattr(args, key) for key in _STREAM_FLAGS
+                 if getattr(args, key, None) is not None},
   }
   if getattr(args, 'allow_anomalies', False):
     flags['allow_anomalies'] = True
@@ -226,20 +241,30 @@ def _submit(args: argparse.Namespace) -> int:
   return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-  from pipeline import batch_predict  # pylint: disable=import-outside-toplevel
-  config = load_config(args)
+def _latest_model(base_path: str) -> str:
+  from pipeline import prediction  # pylint: disable=import-outside-toplevel
   try:
-    model_dir = args.model or batch_predict.latest_version_dir(
-        config.serving_model_dir)
+    return prediction.latest_version_dir(base_path)
   except FileNotFoundError as e:
     raise config_lib.ConfigError(f'{e}: run the pipeline first, or pass '
                                  '--model') from None
+
+
+def _columns(text: Optional[str]) -> List[str]:
+  return [c.strip() for c in (text or '').split(',') if c.strip()]
+
+
+def _predict(args: argparse.Namespace) -> int:
+  from pipeline import batch_predict  # pylint: disable=import-outside-toplevel
+  config = load_config(args)
+  model_dir = args.model or _latest_model(config.serving_model_dir)
   options = batch_predict.BatchPredictOptions(
       input_pattern=args.input, output_prefix=args.output_prefix,
       model_dir=model_dir, id_column=args.id_column,
-      passthrough=[c for c in (args.passthrough or '').split(',') if c],
-      output_format=args.format)
+      passthrough=_columns(args.passthrough),
+      output_format=args.format,
+      input_format=args.input_format or batch_predict.input_format_of(
+          args.input))
   beam_args = config.beam_args() + list(args.beam_args)
   print(f'Predicting {args.input} with {model_dir} (Beam: '
         f'{" ".join(beam_args)})', flush=True)
@@ -249,6 +274,70 @@ def _predict(args: argparse.Namespace) -> int:
         f'{result.rows_dead_lettered:,}\n'
         f'Predictions: {args.output_prefix}-*.{args.format}; dead letters: '
         f'{args.output_prefix}-dead-letters-*.jsonl')
+  return 0
+
+
+def _stream(args: argparse.Namespace) -> int:
+  config = load_config(args)
+  output_dir = Path(args.stream_output).resolve()
+  log_path = output_dir / 'logs' / (
+      f'stream-{datetime.datetime.now():%Y%m%d-%H%M%S}.log')
+  # TensorFlow's and Beam's start-up noise goes to the log too.
+  with _logs_to_file(log_path, args.verbose):
+    return _stream_logged(args, config, output_dir, log_path)
+
+
+def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
+                   output_dir: Path, log_path: Path) -> int:
+  import signal  # pylint: disable=import-outside-toplevel
+  from pipeline import stream_predict  # pylint: disable=import-outside-toplevel
+  settings = config.stream
+  options = stream_predict.StreamOptions(
+      input_dir=args.input, output_dir=str(output_dir),
+      model_base=args.model or config.serving_model_dir,
+      label_column=config.data.label, id_column=args.id_column,
+      passthrough=_columns(args.passthrough), pattern=args.pattern)
+  model_dir = _latest_model(options.model_base)
+  try:
+    stream_predict.check_input(options)
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError(str(e)) from None
+  stop_file = output_dir / stream_predict.STOP_FILE
+
+  def request_stop(signum, _):
+    print(f'\n{signal.Signals(signum).name}: stopping; the open windows are '
+          'written first (again to quit at once)', flush=True)
+    stop_file.touch()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+  stops = [f'{settings.idle_timeout_seconds:g} s without a new file'
+           if settings.idle_timeout_seconds is not None else None,
+           f'{settings.max_files} files' if settings.max_files else None,
+           f'Ctrl-C or a file named {stop_file}']
+  print(f'Watching {options.input_dir}/{options.pattern} with {model_dir} '
+        '(and newer versions as they are pushed)\n'
+        f'Windows: {settings.window_seconds} s every {settings.period_seconds}'
+        f' s by {settings.event_time_column}; allowed lateness '
+        f'{settings.allowed_lateness_seconds} s\n'
+        f'Output: {output_dir}; stops after '
+        f'{" or ".join(s for s in stops if s)}\n'
+        f'Log: {log_path}', flush=True)
+  saved = {s: signal.signal(s, request_stop)
+           for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    result = stream_predict.run(options, settings,
+                                config.beam_args() + list(args.beam_args))
+  finally:
+    for number, handler in saved.items():
+      signal.signal(number, handler)
+  print(f'Files read: {result.files_read:,} (replayed from an earlier run: '
+        f'{result.files_replayed:,}); rows read: {result.rows_read:,}; '
+        f'predicted: {result.rows_predicted:,}; dead-lettered: '
+        f'{result.rows_dead_lettered:,}; too late for their windows: '
+        f'{result.records_too_late:,}\n'
+        f'Windows: {result.windows:,} (summary: {result.summary_csv}); model '
+        f'versions used: {", ".join(result.model_versions) or "none"}')
   return 0
 
 
@@ -325,7 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
   _add_config_flags(predict_parser, dataset_flags=False,
                     output_dir_flag=False)
   predict_parser.add_argument('--input', required=True,
-                              metavar='PATH_OR_GLOB', help='CSV file(s)')
+                              metavar='PATH_OR_GLOB',
+                              help='CSV files, or TFRecord files of '
+                              'tf.Example (.tfrecord[s][.gz])')
+  predict_parser.add_argument('--input-format', dest='input_format',
+                              choices=('csv', 'tfrecord'),
+                              help='default: from the file names')
   predict_parser.add_argument('--output', dest='output_prefix', required=True,
                               metavar='PREFIX', help='output file prefix')
   predict_parser.add_argument('--model', metavar='DIR',
@@ -340,6 +434,35 @@ def build_parser() -> argparse.ArgumentParser:
                               default='csv')
   predict_parser.set_defaults(handler=_predict, accepts_beam_args=True,
                               reads_run=True)
+
+  stream_parser = commands.add_parser(
+      'stream', help='streaming prediction over CSV files arriving in a '
+      'directory, in event-time windows (other flags go to Beam)')
+  _add_config_flags(stream_parser, dataset_flags=False,
+                    output_dir_flag=False)
+  stream_parser.add_argument('--input', required=True, metavar='DIR',
+                             help='the directory to watch')
+  stream_parser.add_argument('--pattern', default='*.csv',
+                             help='file names to read (default: *.csv)')
+  stream_parser.add_argument('--output', dest='stream_output', required=True,
+                             metavar='DIR', help='where predictions, windows, '
+                             'late records and dead letters go')
+  stream_parser.add_argument('--model', metavar='BASE_PATH',
+                             help='a TF Serving model base path (default: the '
+                             "pipeline's push destination); the newest "
+                             'complete version is used, and followed')
+  stream_parser.add_argument('--id-column', dest='id_column',
+                             help='the row key column (default: file:line)')
+  stream_parser.add_argument('--passthrough', metavar='COLS',
+                             help='comma-separated columns to copy to the '
+                             'predictions')
+  for key, (flag, metavar, kind) in _STREAM_FLAGS.items():
+    stream_parser.add_argument(flag, dest=key, metavar=metavar, type=kind,
+                               help=f'stream.{key}')
+  stream_parser.add_argument('-v', '--verbose', action='store_true',
+                             help='also show all logs on stderr')
+  stream_parser.set_defaults(handler=_stream, accepts_beam_args=True,
+                             reads_run=True)
   return parser
 
 

@@ -127,6 +127,29 @@ class KubeflowConfig:
 
 
 @dataclasses.dataclass
+class StreamConfig:
+  """Streaming prediction (`tfx-e2e stream`): event time, windows, lateness."""
+  # Each record's event time: Unix seconds or an ISO 8601 date-time.
+  event_time_column: str = 'trip_start_timestamp'
+  # Sliding event-time windows: each `window_seconds` long, one starting
+  # every `period_seconds`.
+  window_seconds: int = 3600
+  period_seconds: int = 900
+  # Records up to this far behind the watermark still update their windows;
+  # later ones go to the late output.
+  allowed_lateness_seconds: int = 3600
+  # The watermark trails the newest event time read by this much: how far
+  # out of order one file's records may be relative to earlier files.
+  watermark_lag_seconds: int = 0
+  # How often the input directory and the model base path are listed.
+  poll_seconds: float = 1.0
+  # Stop after this long without a new file, or after this many files
+  # (None: run until stopped by a signal or a STOP file in the output).
+  idle_timeout_seconds: Optional[float] = None
+  max_files: Optional[int] = None
+
+
+@dataclasses.dataclass
 class PipelineConfig:
   pipeline_name: str = 'taxi-fare'
   model_name: str = 'taxi_fare'
@@ -143,6 +166,7 @@ class PipelineConfig:
   training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
   evaluation: EvaluationConfig = dataclasses.field(
       default_factory=EvaluationConfig)
+  stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
 
   @property
   def output_path(self) -> Path:
@@ -193,6 +217,12 @@ class PipelineConfig:
         raise ConfigError(f'training.{name} must be >= 1')
     if self.training.oov_buckets < 1:
       raise ConfigError('training.oov_buckets must be >= 1')
+    for name in ('window_seconds', 'period_seconds', 'poll_seconds'):
+      if getattr(self.stream, name) <= 0:
+        raise ConfigError(f'stream.{name} must be > 0')
+    for name in ('allowed_lateness_seconds', 'watermark_lag_seconds'):
+      if getattr(self.stream, name) < 0:
+        raise ConfigError(f'stream.{name} must be >= 0')
     if not self.data.label:
       raise ConfigError('data.label is required')
     if self.data.label in self.data.exclude_features:

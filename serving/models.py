@@ -68,7 +68,7 @@ class VersionState:
   error: Optional[str] = None     # load failure, if any
 
 
-def _fingerprint(path: Path) -> Optional[Tuple]:
+def version_fingerprint(path: Path) -> Optional[Tuple]:
   """What changes while a version directory is being written."""
   entries = []
   try:
@@ -173,7 +173,7 @@ class ModelManager:
         continue
       version = int(entry.name)
       key = (config.name, version)
-      fingerprint = _fingerprint(entry)
+      fingerprint = version_fingerprint(entry)
       previous, self._seen[key] = self._seen.get(key), fingerprint
       if (fingerprint and fingerprint == previous and
           (entry / 'saved_model.pb').is_file() and

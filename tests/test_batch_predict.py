@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import tensorflow as tf
 
+from pipeline import prediction
 from tests.conftest import read_csv, run_cli, write_csv
 from tests.serving_support import OWN, running_server
 
@@ -117,3 +119,48 @@ def test_predictions_match_the_serving_api(batch, taxi_pushed_model, tmp_path):
   batch_values = [predictions[sample[i][0]] for i in complete]
   assert len(complete) > 100
   np.testing.assert_allclose(batch_values, served, rtol=1e-5, atol=1e-4)
+
+
+def test_tfrecord_input_gives_the_same_predictions(batch, taxi_pushed_model):
+  """tf.Examples in a GZIP TFRecord file: keyed by record number; a record
+  that is not a tf.Example, or has a feature of the wrong type, is a dead
+  letter."""
+  _, work, header, rows = batch
+  types = prediction.model_input_types(str(taxi_pushed_model))
+  path = work / 'tfrecord' / 'a.tfrecord.gz'
+  path.parent.mkdir()
+  wrong_type = tf.train.Example()
+  wrong_type.features.feature['trip_miles'].bytes_list.value.append(b'far')
+  with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
+    for row in rows[:100]:
+      example = prediction.to_example(dict(zip(header, row)), types)
+      example.features.feature['fare'].bytes_list.value.append(
+          row[header.index('fare')].encode())
+      writer.write(example.SerializeToString())
+    writer.write(b'not a tf.Example')
+    writer.write(wrong_type.SerializeToString())
+  result = run_cli(['predict', '--input',
+                    str(work / 'tfrecord' / '*.tfrecord.gz'),
+                    '--output', str(work / 'tfrecord-out' / 'pred'),
+                    '--model', str(taxi_pushed_model), '--passthrough',
+                    'fare'])
+  assert result.exit_code == 0, result.stderr
+  assert 'Rows read: 102; predicted: 100; dead-lettered: 2' in result.stdout
+  predicted = {}
+  for name in glob.glob(str(work / 'tfrecord-out' / 'pred-0*.csv')):
+    with open(name, newline='') as f:
+      predicted.update({r['key']: r for r in csv.DictReader(f)})
+  from_csv = {p['key']: p for p in _predictions(work)}
+  for number, row in enumerate(rows[:100], start=1):
+    record = predicted[f'{path}:{number}']
+    assert record['fare'] == row[header.index('fare')]
+    assert float(record['prediction']) == pytest.approx(float(
+        from_csv[f'{work / "in" / "a.csv"}:{number + 1}']['prediction']),
+        rel=1e-6)
+  dead = [json.loads(line) for name in
+          glob.glob(str(work / 'tfrecord-out' / 'pred-dead-letters-*'))
+          for line in Path(name).read_text().splitlines()]
+  assert sorted((d['line'], d['error'].split(':')[0]) for d in dead) == [
+      (101, 'not a valid tf.Example'), (102, 'not a valid tf.Example')]
+  assert "feature 'trip_miles': bytes_list where the model reads float32" in (
+      dead[0]['error'] + dead[1]['error'])

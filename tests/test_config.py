@@ -70,6 +70,8 @@ def test_cli_set_keeps_taxi_settings_for_another_taxi_file():
     ('training: {train_steps: 1.5}', 'expected an integer'),
     ('data: {label: fare, exclude_features: [fare]}', 'is also excluded'),
     ('orchestrator: kubeflow', 'orchestrator must be one of'),
+    ('stream: {period_seconds: 0}', 'stream.period_seconds must be > 0'),
+    ('stream: {allowed_lateness_seconds: -1}', 'must be >= 0'),
 ])
 def test_invalid_files_name_the_problem(tmp_path, text, message):
   config_file = tmp_path / 'bad.yaml'
@@ -81,3 +83,13 @@ def test_invalid_files_name_the_problem(tmp_path, text, message):
 def test_unreadable_file():
   with pytest.raises(ConfigError, match='cannot read config file'):
     load_config('/nonexistent/config.yaml')
+
+
+def test_stream_flags_are_shorthands_for_stream_settings():
+  args, _ = cli.build_parser().parse_known_args(
+      ['stream', '--input', 'in', '--output', 'out', '--window', '600',
+       '--idle-timeout', '2.5', '--set', 'stream.max_files=3'])
+  stream = cli.load_config(args).stream
+  assert (stream.window_seconds, stream.idle_timeout_seconds,
+          stream.max_files) == (600, 2.5, 3)
+  assert stream.period_seconds == 900  # the default
