@@ -61,9 +61,11 @@ def counter(name: str):
 
 
 class _ParseFile(beam.DoFn):
-  """A matched file -> ((key, pass-through values), tf.Example); rows that
+  """A matched file -> chunks of up to CHUNK_ROWS rows, each one element:
+  ((keys, pass-through rows), [serialized tf.Example, ...]); rows that
   cannot be parsed -> dead letters."""
   DEAD = 'dead'
+  CHUNK_ROWS = 1024
 
   def __init__(self, input_types: Dict[str, tf.dtypes.DType],
                id_column: Optional[str], passthrough: Sequence[str]):
@@ -73,68 +75,69 @@ class _ParseFile(beam.DoFn):
     self._read = counter('rows_read')
     self._dead = counter('rows_dead_lettered')
 
-  def rows(self, readable: fileio.ReadableFile) -> Iterable:
-    """(line, raw, {column: value} | tf.Example | error message)."""
+  def rows(self, path: str, readable: fileio.ReadableFile) -> Iterable:
+    """(line, raw, {column: value} or an error, serialized tf.Example or
+    None) for each row of the file."""
     raise NotImplementedError
 
   def process(self, readable: fileio.ReadableFile) -> Iterable:
     path = readable.metadata.path
-    for number, raw, row in self.rows(readable):
+    keys, values, examples = [], [], []
+    for number, raw, fields, example in self.rows(path, readable):
       self._read.inc()
-      try:
-        if isinstance(row, str):
-          raise ValueError(row)
-        values = self._values(row)
-        key = values.get(self._id_column) if self._id_column else (
+      if isinstance(fields, dict):
+        key = fields.get(self._id_column, '') if self._id_column else (
             f'{path}:{number}')
-        if self._id_column and key in (None, ''):
-          raise ValueError(f'no value in the id column {self._id_column!r}')
-        example = (prediction.to_example(row, self._types)
-                   if isinstance(row, dict) else row)
-      except ValueError as e:
+        if key == '':
+          fields = f'no value in the id column {self._id_column!r}'
+      if isinstance(fields, str):
         self._dead.inc()
         yield beam.pvalue.TaggedOutput(
-            self.DEAD, prediction.dead_letter(path, number, raw, str(e)))
+            self.DEAD, prediction.dead_letter(path, number, raw, fields))
         continue
-      # The pass-through values travel with the key through RunInference.
-      yield (key, tuple(values.get(c, '') for c in self._passthrough)), example
-
-  def _values(self, row) -> Dict[str, str]:
-    if isinstance(row, dict):
-      return row
-    values = {}
-    for name in (self._id_column, *self._passthrough):
-      feature = row.features.feature.get(name) if name else None
-      kind = feature.WhichOneof('kind') if feature else None
-      items = list(getattr(feature, kind).value) if kind else []
-      if items:
-        item = items[0]
-        values[name] = item.decode('utf-8', 'replace') if isinstance(
-            item, bytes) else str(item)
-    return values
+      keys.append(key)
+      values.append(tuple(fields.get(c, '') for c in self._passthrough))
+      examples.append(example)
+      if len(keys) == self.CHUNK_ROWS:
+        # The keys and pass-through values travel with their examples
+        # through RunInference.
+        yield (keys, values), examples
+        keys, values, examples = [], [], []
+    if keys:
+      yield (keys, values), examples
 
 
 class ParseCsvFile(_ParseFile):
   """CSV files, .gz/.bz2 ones too; a file that is not UTF-8 is one dead
   letter."""
 
-  def rows(self, readable):
+  def rows(self, path, readable):
     # ReadableFile.read_utf8() fails on compressed files in Beam 2.59.
     with readable.open() as f:
       data = b''.join(iter(lambda: f.read(1 << 20), b''))
     try:
       text = data.decode('utf-8')
     except UnicodeDecodeError as e:
-      yield 1, '', f'not UTF-8 text: {e}'
+      yield 1, '', f'not UTF-8 text: {e}', None
       return
-    yield from prediction.csv_rows(text)
+    header, rows = prediction.csv_rows(text)
+    parsed = [i for i, (_, _, fields) in enumerate(rows)
+              if not isinstance(fields, str)]
+    examples, errors = prediction.encode_examples(
+        header, [rows[i][2] for i in parsed], self._types)
+    errors = {parsed[i]: error for i, error in errors.items()}
+    examples = iter(examples)
+    for index, (number, raw, fields) in enumerate(rows):
+      if isinstance(fields, str) or index in errors:
+        yield number, raw, errors.get(index, fields), None
+      else:
+        yield number, raw, dict(zip(header, fields)), next(examples)
 
 
 class ParseTfRecordFile(_ParseFile):
   """TFRecords of tf.Example; the row key is the record number from 1."""
 
-  def rows(self, readable):
-    path = readable.metadata.path
+  def rows(self, path, readable):
     records = tf.data.TFRecordDataset(
         path, compression_type='GZIP' if path.endswith('.gz') else '')
     number = 0
@@ -145,27 +148,39 @@ class ParseTfRecordFile(_ParseFile):
           example = tf.train.Example.FromString(record)
           prediction.check_example(example, self._types)
         except (ValueError, protobuf_message.DecodeError) as e:
-          yield number, raw, f'not a valid tf.Example: {e}'
+          yield number, raw, f'not a valid tf.Example: {e}', None
           continue
-        yield number, raw, example
+        yield number, raw, self._values(example), record
     except tf.errors.OpError as e:  # e.g. a corrupt or truncated file
-      yield number + 1, '', f'unreadable TFRecord data: {e.message}'
+      yield number + 1, '', f'unreadable TFRecord data: {e.message}', None
+
+  def _values(self, example: tf.train.Example) -> Dict[str, str]:
+    """The id and pass-through features, as text."""
+    values = {}
+    for name in (self._id_column, *self._passthrough):
+      feature = example.features.feature.get(name) if name else None
+      kind = feature.WhichOneof('kind') if feature else None
+      items = list(getattr(feature, kind).value) if kind else []
+      if items:
+        item = items[0]
+        values[name] = item.decode('utf-8', 'replace') if isinstance(
+            item, bytes) else str(item)
+    return values
 
 
-def output_row(element, passthrough: Sequence[str]) -> Dict:
-  (key, values), (log, version) = element
-  result = {KEY: key}
-  result.update(zip(passthrough, values))
-  result.update({PREDICTION: prediction.prediction_value(log),
-                 MODEL_VERSION: version})
-  return result
+def output_records(element, passthrough: Sequence[str]) -> List[Dict]:
+  (keys, values), (predictions, version) = element
+  return [dict(zip(passthrough, row), **{
+      KEY: key, PREDICTION: float(value), MODEL_VERSION: version})
+          for key, row, value in zip(keys, values, predictions)]
 
 
-def csv_line(record: Dict, columns: List[str]) -> str:
+def csv_lines(records: List[Dict], columns: List[str]) -> str:
+  """One chunk's records as CSV lines (WriteToText adds the last newline)."""
   buffer = io.StringIO()
-  csv.writer(buffer, lineterminator='').writerow(
-      [record[c] for c in columns])
-  return buffer.getvalue()
+  csv.writer(buffer, lineterminator='\n').writerows(
+      [record[c] for c in columns] for record in records)
+  return buffer.getvalue()[:-1]
 
 
 def build(root: beam.Pipeline, options: BatchPredictOptions,
@@ -182,24 +197,24 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
       .with_outputs(_ParseFile.DEAD, main='examples'))
   predicted = counter('rows_predicted')
 
-  def count(element):
-    predicted.inc()
-    return element
+  def count(chunk):
+    predicted.inc(len(chunk))
+    return chunk
 
   records = (
       parsed.examples
       | 'RunInference' >> inference_base.RunInference(
-          inference_base.KeyedModelHandler(
-              prediction.VersionedModelHandler(options.model_dir)))
-      | 'Format' >> beam.Map(output_row, list(options.passthrough))
+          inference_base.KeyedModelHandler(prediction.VersionedModelHandler(
+              options.model_dir, max_batch_size=8)))  # chunks: 8k rows
+      | 'Format' >> beam.Map(output_records, list(options.passthrough))
       | 'Count' >> beam.Map(count))
   columns = [KEY, *options.passthrough, PREDICTION, MODEL_VERSION]
   if options.output_format == 'jsonl':
-    lines, suffix, header = records | 'ToJson' >> beam.Map(json.dumps), \
-        '.jsonl', None
+    lines, suffix, header = records | 'ToJson' >> beam.Map(
+        lambda chunk: '\n'.join(map(json.dumps, chunk))), '.jsonl', None
   else:
     lines, suffix, header = records | 'ToCsv' >> beam.Map(
-        csv_line, columns), '.csv', ','.join(columns)
+        csv_lines, columns), '.csv', ','.join(columns)
   _ = lines | 'Write' >> beam.io.WriteToText(
       options.output_prefix, file_name_suffix=suffix, header=header)
   _ = (parsed[_ParseFile.DEAD]

@@ -1,5 +1,5 @@
-"""What the batch (`predict`) and streaming (`stream`) jobs share: reading
-rows into tf.Examples typed as the model reads them, dead letters, and a
+"""What the batch (`predict`) and streaming (`stream`) jobs share: CSV rows
+to serialized tf.Examples typed as the model reads them, dead letters, and a
 RunInference model handler that says which model version answered and can
 follow the newest version in a TF Serving model base path.
 """
@@ -12,13 +12,15 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.ml.inference import base as inference_base
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import tensorflow as tf
-from tfx_bsl.public.beam.run_inference import CreateModelHandler
-from tfx_bsl.public.proto import model_spec_pb2
+from tfx_bsl.coders import example_coder
 
 from serving.models import version_fingerprint
 
@@ -50,55 +52,90 @@ def model_input_types(model_dir: str) -> Dict[str, tf.dtypes.DType]:
   return {name: spec.dtype for name, spec in inputs.items()}
 
 
-def _feature(value: str, dtype: tf.dtypes.DType) -> tf.train.Feature:
-  if dtype == tf.string:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[value.encode('utf-8')]))
-  if dtype.is_integer:
-    number = float(value)
-    if not number.is_integer():
-      raise ValueError(f'{value!r} is not an integer')
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(number)]))
+def csv_rows(text: str) -> Tuple[List[str], List[Tuple[int, str, Any]]]:
+  """The header of a CSV file, and (line number, raw line, fields) for each
+  data row, where fields is a list of values as long as the header, or an
+  error message for a bad row."""
+  lines = text.splitlines()
+  if not lines:
+    return [], []
+  reader = csv.reader(lines)
+  header = next(reader)
+  rows = []
+  for number, raw in enumerate(lines[1:], start=2):
+    try:
+      fields = next(reader)
+    except csv.Error as e:
+      rows.append((number, raw, f'malformed CSV: {e}'))
+      continue
+    if not fields:
+      continue  # a blank line
+    if len(fields) != len(header):
+      fields = f'{len(fields)} fields, but the header has {len(header)}'
+    rows.append((number, raw, fields))
+  return header, rows
+
+
+def _number(value: str, dtype: tf.dtypes.DType) -> float:
+  """A CSV value as the model's number type; ValueError says why not."""
   number = float(value)  # ValueError for text
   if not math.isfinite(number):
     raise ValueError(f'{value!r} is not a finite number')
-  return tf.train.Feature(float_list=tf.train.FloatList(value=[number]))
+  if dtype.is_integer and not number.is_integer():
+    raise ValueError(f'{value!r} is not an integer')
+  return number
 
 
-def csv_rows(text: str) -> Iterator[Tuple[int, str, Any]]:
-  """(line number, raw line, fields) for each data row of a CSV file, where
-  fields is a {column: value} dict, or an error message for a bad row."""
-  lines = text.splitlines()
-  if not lines:
-    return
-  header = next(csv.reader([lines[0]]))
-  for number, raw in enumerate(lines[1:], start=2):
-    if not raw.strip():
-      continue
-    try:
-      fields = next(csv.reader([raw]))
-    except csv.Error as e:
-      yield number, raw, f'malformed CSV: {e}'
-      continue
-    if len(fields) != len(header):
-      yield number, raw, (f'{len(fields)} fields, but the header has '
-                          f'{len(header)}')
-      continue
-    yield number, raw, dict(zip(header, fields))
-
-
-def to_example(fields: Dict[str, str],
-               input_types: Dict[str, tf.dtypes.DType]) -> tf.train.Example:
-  """A tf.Example typed as the model reads it. An empty value is left out,
-  so that the model imputes it. A ValueError names the bad column."""
-  example = tf.train.Example()
+def encode_examples(header: Sequence[str], rows: Sequence[Sequence[str]],
+                    input_types: Dict[str, tf.dtypes.DType]
+                    ) -> Tuple[List[bytes], Dict[int, str]]:
+  """Rows of CSV values -> serialized tf.Examples typed as the model reads
+  them, column by column (tfx-bsl's C++ encoder). An empty value becomes
+  an empty feature, which parses as missing, so the model imputes it. Returns the examples of the good rows,
+  in order, and {row index: error naming the column} for the others."""
+  columns = {}
+  errors: Dict[int, str] = {}
   for name, dtype in input_types.items():
-    if fields.get(name, '') != '':
-      try:
-        example.features.feature[name].CopyFrom(_feature(fields[name], dtype))
-      except ValueError as e:
-        raise ValueError(f'column {name!r}: {e}') from None
-  return example
+    if name not in header:
+      continue  # left out of every row: imputed
+    index = list(header).index(name)
+    raw = np.array([row[index] for row in rows], dtype=object)
+    present = raw != ''
+    values = raw[present]
+    if dtype != tf.string:
+      numbers = pd.to_numeric(pd.Series(values, dtype=object),
+                              errors='coerce').to_numpy(np.float64)
+      suspect = ~np.isfinite(numbers)
+      if dtype.is_integer:
+        suspect[~suspect] = numbers[~suspect] != np.floor(numbers[~suspect])
+      positions = np.flatnonzero(present)
+      for at in np.flatnonzero(suspect):  # Python's rules, one by one
+        try:
+          numbers[at] = _number(values[at], dtype)
+        except ValueError as e:
+          errors.setdefault(int(positions[at]), f'column {name!r}: {e}')
+      values = numbers
+    columns[name] = (dtype, present, values)
+  good = np.ones(len(rows), bool)
+  good[list(errors)] = False
+  if not columns:
+    return [tf.train.Example().SerializeToString()] * int(good.sum()), errors
+  arrays = []
+  for dtype, present, values in columns.values():
+    values = values[good[present]]
+    present = present[good]
+    if dtype == tf.string:
+      values = pa.array([v.encode('utf-8') for v in values], pa.binary())
+    else:
+      values = pa.array(values.astype(
+          np.int64 if dtype.is_integer else np.float32))
+    offsets = np.zeros(len(present) + 1, np.int32)
+    np.cumsum(present, out=offsets[1:])
+    # A null list (an empty value) is encoded as an empty feature.
+    arrays.append(pa.ListArray.from_arrays(
+        pa.array(offsets, mask=np.append(~present, False)), values))
+  return example_coder.RecordBatchToExamples(
+      pa.RecordBatch.from_arrays(arrays, list(columns))), errors
 
 
 _KIND = {'bytes_list': tf.string, 'int64_list': tf.int64,
@@ -139,14 +176,6 @@ def counter_value(result, namespace: str, name: str) -> int:
   return int(sum(c.committed or c.attempted or 0 for c in counters))
 
 
-def prediction_value(log) -> float:
-  """The prediction in a tfx-bsl PredictionLog."""
-  if log.HasField('regress_log'):
-    return log.regress_log.response.result.regressions[0].value
-  outputs = log.predict_log.response.outputs
-  return float(tf.make_ndarray(next(iter(outputs.values()))).ravel()[0])
-
-
 class _LiveModel:
   """The loaded model version. With a base path, a background thread looks
   every `poll_seconds` and swaps in a newer version once it is complete
@@ -165,11 +194,13 @@ class _LiveModel:
 
   @staticmethod
   def _load(model_dir: str):
-    spec = model_spec_pb2.InferenceSpecType(
-        saved_model_spec=model_spec_pb2.SavedModelSpec(
-            model_path=model_dir, signature_name=['serving_default']))
-    handler = CreateModelHandler(spec)
-    return handler, handler.load_model(), Path(model_dir).name
+    """(serving_default's function, its input name, version)."""
+    function = tf.saved_model.load(model_dir).signatures['serving_default']
+    inputs = function.structured_input_signature[1]
+    if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.string:
+      raise ValueError(f'{model_dir}: serving_default must take one tensor '
+                       'of serialized tf.Examples')
+    return function, next(iter(inputs)), Path(model_dir).name
 
   def _watch(self, poll_seconds: float) -> None:
     while True:
@@ -203,31 +234,56 @@ class _LiveModel:
     _log.info('now predicting with model version %d', newest)
 
 
-class VersionedModelHandler(inference_base.ModelHandler):
-  """tfx-bsl's handler for the model's serving_default signature (serialized
-  tf.Example in), answering (PredictionLog, model version) for each example.
 
-  With `base_path`, it follows the newest complete version pushed there,
-  looking every `poll_seconds`. (Beam's side-input model updates,
+class VersionedModelHandler(inference_base.ModelHandler):
+  """RunInference on the model's serving_default signature (serialized
+  tf.Examples in, one prediction each out), answering (prediction, model
+  version) for each element. An element is one serialized tf.Example (a
+  float comes back) or a list of them (an array comes back): lists let the
+  batch job move a thousand rows through Beam as one element.
+
+  The signature is called directly: tfx-bsl's handler builds a
+  PredictionLog proto per row, which costs more than the model itself.
+  With `base_path`, the handler follows the newest complete version pushed
+  there, looking every `poll_seconds`. (Beam's side-input model updates,
   `RunInference(model_metadata_pcoll=...)`, would do this on Dataflow, but
   the Python DirectRunner blocks the main input until a global-window side
   input is done, so the handler looks itself and works on every runner.)
   """
 
   def __init__(self, model_dir: str, base_path: Optional[str] = None,
-               poll_seconds: float = 1.0):
+               poll_seconds: float = 1.0,
+               max_batch_size: Optional[int] = None):
     super().__init__()
     self._model_dir = model_dir
     self._base_path = base_path
     self._poll_seconds = poll_seconds
+    self._max_batch_size = max_batch_size
 
   def load_model(self) -> _LiveModel:
     return _LiveModel(self._model_dir, self._base_path, self._poll_seconds)
 
-  def run_inference(self, batch: Sequence[tf.train.Example], model: _LiveModel,
+  def run_inference(self, batch: Sequence[Any], model: _LiveModel,
                     inference_args=None):
-    handler, loaded, version = model.current
-    return [(log, version) for log in handler.run_inference(batch, loaded)]
+    function, input_name, version = model.current
+    sizes = [len(e) if isinstance(e, list) else None for e in batch]
+    flat = [x for e in batch for x in (e if isinstance(e, list) else [e])]
+    outputs = function(**{input_name: tf.constant(flat)})
+    values = next(iter(outputs.values())).numpy().reshape(len(flat))
+    results, start = [], 0
+    for size in sizes:
+      if size is None:
+        results.append((float(values[start]), version))
+        start += 1
+      else:
+        results.append((values[start:start + size], version))
+        start += size
+    return results
 
   def get_num_bytes(self, batch) -> int:
-    return sum(example.ByteSize() for example in batch)
+    return sum(sum(map(len, e)) if isinstance(e, list) else len(e)
+               for e in batch)
+
+  def batch_elements_kwargs(self):
+    return {'max_batch_size': self._max_batch_size} if (
+        self._max_batch_size) else {}

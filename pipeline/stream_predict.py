@@ -276,14 +276,25 @@ class WatchDirectory(beam.DoFn):
     if error:
       self._read.inc()
       dead.append(prediction.dead_letter(path, 1, '', error))
-    for number, raw, fields in prediction.csv_rows(text):
+    header, rows = prediction.csv_rows(text)
+    for number, raw, fields in rows:
       self._read.inc()
       try:
         if isinstance(fields, str):
           raise ValueError(fields)
-        records.append(self._record(name, number, fields))
+        records.append((self._record(name, number, dict(zip(header, fields))),
+                        raw, fields))
       except ValueError as e:
         dead.append(prediction.dead_letter(path, number, raw, str(e)))
+    examples, errors = prediction.encode_examples(
+        header, [fields for _, _, fields in records], self._types)
+    for index, error in errors.items():
+      record, raw, _ = records[index]
+      dead.append(prediction.dead_letter(path, record['line'], raw, error))
+    kept = [r for i, r in enumerate(records) if i not in errors]
+    records = [(record, example)
+               for (record, _, _), example in zip(kept, examples)]
+    dead.sort(key=lambda d: d['line'])
     self._dead.inc(len(dead))
     if dead:
       tf.io.gfile.makedirs(f'{output_dir}/{DEAD_LETTERS}')
@@ -313,7 +324,7 @@ class WatchDirectory(beam.DoFn):
               'event_time': event_time,
               'label': float(label) if _is_number(label) else None}
     record.update({c: fields.get(c, '') for c in options.passthrough})
-    return record, prediction.to_example(fields, self._types)
+    return record
 
 
 def _is_number(text: str) -> bool:
@@ -491,9 +502,8 @@ def window_and_write(predictions, settings: StreamConfig, output_dir: str):
 def _predicted_record(element):
   """Also restores the event time, which batching inside RunInference
   does not keep."""
-  record, (log, version) = element
-  record = dict(record, prediction=prediction.prediction_value(log),
-                model_version=version)
+  record, (value, version) = element
+  record = dict(record, prediction=value, model_version=version)
   return window.TimestampedValue(record, record['event_time'])
 
 

@@ -131,9 +131,11 @@ def test_tfrecord_input_gives_the_same_predictions(batch, taxi_pushed_model):
   path.parent.mkdir()
   wrong_type = tf.train.Example()
   wrong_type.features.feature['trip_miles'].bytes_list.value.append(b'far')
+  examples, errors = prediction.encode_examples(header, rows[:100], types)
+  assert not errors
   with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:
-    for row in rows[:100]:
-      example = prediction.to_example(dict(zip(header, row)), types)
+    for row, serialized in zip(rows[:100], examples):
+      example = tf.train.Example.FromString(serialized)
       example.features.feature['fare'].bytes_list.value.append(
           row[header.index('fare')].encode())
       writer.write(example.SerializeToString())
