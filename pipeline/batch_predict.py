@@ -20,14 +20,16 @@ import base64
 import csv
 import dataclasses
 import io
+import itertools
 import json
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.ml.inference import base as inference_base
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.protobuf import message as protobuf_message
+import numpy as np
 import tensorflow as tf
 
 from pipeline import prediction
@@ -62,7 +64,7 @@ def counter(name: str):
 
 class _ParseFile(beam.DoFn):
   """A matched file -> chunks of up to CHUNK_ROWS rows, each one element:
-  ((keys, pass-through rows), [serialized tf.Example, ...]); rows that
+  ((keys, pass-through columns), [serialized tf.Example, ...]); rows that
   cannot be parsed -> dead letters."""
   DEAD = 'dead'
   CHUNK_ROWS = 1024
@@ -75,71 +77,69 @@ class _ParseFile(beam.DoFn):
     self._read = counter('rows_read')
     self._dead = counter('rows_dead_lettered')
 
-  def rows(self, path: str, readable: fileio.ReadableFile) -> Iterable:
-    """(line, raw, {column: value} or an error, serialized tf.Example or
-    None) for each row of the file."""
-    raise NotImplementedError
+  def _dead_letters(self, path: str, bad: Sequence[Tuple[int, str, str]]):
+    self._dead.inc(len(bad))
+    for line, raw, error in sorted(bad):
+      yield beam.pvalue.TaggedOutput(
+          self.DEAD, prediction.dead_letter(path, line, raw, error))
 
-  def process(self, readable: fileio.ReadableFile) -> Iterable:
-    path = readable.metadata.path
-    keys, values, examples = [], [], []
-    for number, raw, fields, example in self.rows(path, readable):
-      self._read.inc()
-      if isinstance(fields, dict):
-        key = fields.get(self._id_column, '') if self._id_column else (
-            f'{path}:{number}')
-        if key == '':
-          fields = f'no value in the id column {self._id_column!r}'
-      if isinstance(fields, str):
-        self._dead.inc()
-        yield beam.pvalue.TaggedOutput(
-            self.DEAD, prediction.dead_letter(path, number, raw, fields))
-        continue
-      keys.append(key)
-      values.append(tuple(fields.get(c, '') for c in self._passthrough))
-      examples.append(example)
-      if len(keys) == self.CHUNK_ROWS:
-        # The keys and pass-through values travel with their examples
-        # through RunInference.
-        yield (keys, values), examples
-        keys, values, examples = [], [], []
-    if keys:
-      yield (keys, values), examples
+  def _chunks(self, keys: Sequence[str], columns: Sequence[Sequence[str]],
+              examples: Sequence[bytes]):
+    # The keys and pass-through values travel with their examples through
+    # RunInference.
+    for start in range(0, len(keys), self.CHUNK_ROWS):
+      end = start + self.CHUNK_ROWS
+      yield (list(keys[start:end]), [list(c[start:end]) for c in columns]), (
+          list(examples[start:end]))
 
 
 class ParseCsvFile(_ParseFile):
-  """CSV files, .gz/.bz2 ones too; a file that is not UTF-8 is one dead
-  letter."""
+  """CSV files, .gz/.bz2 ones too, parsed column by column; a file that is
+  not UTF-8 is one dead letter."""
 
-  def rows(self, path, readable):
+  def process(self, readable: fileio.ReadableFile) -> Iterable:
+    path = readable.metadata.path
     # ReadableFile.read_utf8() fails on compressed files in Beam 2.59.
     with readable.open() as f:
       data = b''.join(iter(lambda: f.read(1 << 20), b''))
     try:
-      text = data.decode('utf-8')
+      table = prediction.read_csv(data)
     except UnicodeDecodeError as e:
-      yield 1, '', f'not UTF-8 text: {e}', None
+      table, failure = None, f'not UTF-8 text: {e}'
+    except ValueError as e:
+      table, failure = None, str(e)
+    if table is None:
+      self._read.inc()
+      yield from self._dead_letters(path, [(1, '', failure)])
       return
-    header, rows = prediction.csv_rows(text)
-    parsed = [i for i, (_, _, fields) in enumerate(rows)
-              if not isinstance(fields, str)]
-    examples, errors = prediction.encode_examples(
-        header, [rows[i][2] for i in parsed], self._types)
-    errors = {parsed[i]: error for i, error in errors.items()}
-    examples = iter(examples)
-    for index, (number, raw, fields) in enumerate(rows):
-      if isinstance(fields, str) or index in errors:
-        yield number, raw, errors.get(index, fields), None
-      else:
-        yield number, raw, dict(zip(header, fields)), next(examples)
+    self._read.inc(len(table) + len(table.bad_rows))
+    examples, errors = prediction.encode_examples(table, self._types)
+    encoded = np.setdiff1d(np.arange(len(table)), list(errors))
+    keys = np.array(table.values(self._id_column) if self._id_column else
+                    [f'{path}:{line}' for line in table.line_numbers],
+                    dtype=object)
+    keep = keys[encoded] != ''  # no value in the id column
+    for index in encoded[~keep]:
+      errors[int(index)] = f'no value in the id column {self._id_column!r}'
+    good = encoded[keep]
+    lines = table.line_numbers
+    yield from self._dead_letters(path, table.bad_rows + [
+        (int(lines[i]), table.raw(int(lines[i])), error)
+        for i, error in errors.items()])
+    columns = [np.array(table.values(c), dtype=object)[good]
+               for c in self._passthrough]
+    yield from self._chunks(keys[good], columns,
+                            np.array(examples, dtype=object)[keep])
 
 
 class ParseTfRecordFile(_ParseFile):
   """TFRecords of tf.Example; the row key is the record number from 1."""
 
-  def rows(self, path, readable):
+  def process(self, readable: fileio.ReadableFile) -> Iterable:
+    path = readable.metadata.path
     records = tf.data.TFRecordDataset(
         path, compression_type='GZIP' if path.endswith('.gz') else '')
+    keys, columns, examples, bad = [], [[] for _ in self._passthrough], [], []
     number = 0
     try:
       for number, record in enumerate(records.as_numpy_iterator(), start=1):
@@ -148,11 +148,25 @@ class ParseTfRecordFile(_ParseFile):
           example = tf.train.Example.FromString(record)
           prediction.check_example(example, self._types)
         except (ValueError, protobuf_message.DecodeError) as e:
-          yield number, raw, f'not a valid tf.Example: {e}', None
+          bad.append((number, raw, f'not a valid tf.Example: {e}'))
           continue
-        yield number, raw, self._values(example), record
+        values = self._values(example)
+        key = values.get(self._id_column, '') if self._id_column else (
+            f'{path}:{number}')
+        if key == '':
+          bad.append((number, raw,
+                      f'no value in the id column {self._id_column!r}'))
+          continue
+        keys.append(key)
+        for column, name in zip(columns, self._passthrough):
+          column.append(values.get(name, ''))
+        examples.append(record)
     except tf.errors.OpError as e:  # e.g. a corrupt or truncated file
-      yield number + 1, '', f'unreadable TFRecord data: {e.message}', None
+      number += 1
+      bad.append((number, '', f'unreadable TFRecord data: {e.message}'))
+    self._read.inc(number)
+    yield from self._dead_letters(path, bad)
+    yield from self._chunks(keys, columns, examples)
 
   def _values(self, example: tf.train.Example) -> Dict[str, str]:
     """The id and pass-through features, as text."""
@@ -168,19 +182,22 @@ class ParseTfRecordFile(_ParseFile):
     return values
 
 
-def output_records(element, passthrough: Sequence[str]) -> List[Dict]:
-  (keys, values), (predictions, version) = element
-  return [dict(zip(passthrough, row), **{
-      KEY: key, PREDICTION: float(value), MODEL_VERSION: version})
-          for key, row, value in zip(keys, values, predictions)]
+def output_rows(element) -> List[List]:
+  """key, pass-through values, prediction, model version for each row."""
+  (keys, columns), (predictions, version) = element
+  return [list(row) for row in zip(keys, *columns, predictions.tolist(),
+                                   itertools.repeat(version))]
 
 
-def csv_lines(records: List[Dict], columns: List[str]) -> str:
-  """One chunk's records as CSV lines (WriteToText adds the last newline)."""
+def csv_lines(rows: List[List]) -> str:
+  """One chunk's rows as CSV lines (WriteToText adds the last newline)."""
   buffer = io.StringIO()
-  csv.writer(buffer, lineterminator='\n').writerows(
-      [record[c] for c in columns] for record in records)
+  csv.writer(buffer, lineterminator='\n').writerows(rows)
   return buffer.getvalue()[:-1]
+
+
+def json_lines(rows: List[List], columns: List[str]) -> str:
+  return '\n'.join(json.dumps(dict(zip(columns, row))) for row in rows)
 
 
 def build(root: beam.Pipeline, options: BatchPredictOptions,
@@ -206,15 +223,15 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
       | 'RunInference' >> inference_base.RunInference(
           inference_base.KeyedModelHandler(prediction.VersionedModelHandler(
               options.model_dir, max_batch_size=8)))  # chunks: 8k rows
-      | 'Format' >> beam.Map(output_records, list(options.passthrough))
+      | 'Format' >> beam.Map(output_rows)
       | 'Count' >> beam.Map(count))
   columns = [KEY, *options.passthrough, PREDICTION, MODEL_VERSION]
   if options.output_format == 'jsonl':
     lines, suffix, header = records | 'ToJson' >> beam.Map(
-        lambda chunk: '\n'.join(map(json.dumps, chunk))), '.jsonl', None
+        json_lines, columns), '.jsonl', None
   else:
     lines, suffix, header = records | 'ToCsv' >> beam.Map(
-        csv_lines, columns), '.csv', ','.join(columns)
+        csv_lines), '.csv', ','.join(columns)
   _ = lines | 'Write' >> beam.io.WriteToText(
       options.output_prefix, file_name_suffix=suffix, header=header)
   _ = (parsed[_ParseFile.DEAD]

@@ -9,9 +9,11 @@ from typing import Any, List, NamedTuple, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.dsl.placeholder import placeholder as ph
 from tfx.proto import example_gen_pb2
 
+from components import atomic_pusher
 from components import features
 from pipeline.config import PipelineConfig
 
@@ -144,7 +146,9 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=where.serving_model_dir)))
+              base_directory=where.serving_model_dir)),
+      custom_executor_spec=executor_spec.ExecutorClassSpec(
+          atomic_pusher.Executor))
   return [transform, trainer, model_resolver, evaluator, pusher]
 
 

@@ -7,6 +7,8 @@ follow the newest version in a TF Serving model base path.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import logging
 import math
 import threading
@@ -19,6 +21,8 @@ from apache_beam.ml.inference import base as inference_base
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
@@ -52,28 +56,81 @@ def model_input_types(model_dir: str) -> Dict[str, tf.dtypes.DType]:
   return {name: spec.dtype for name, spec in inputs.items()}
 
 
-def csv_rows(text: str) -> Tuple[List[str], List[Tuple[int, str, Any]]]:
-  """The header of a CSV file, and (line number, raw line, fields) for each
-  data row, where fields is a list of values as long as the header, or an
-  error message for a bad row."""
-  lines = text.splitlines()
-  if not lines:
-    return [], []
-  reader = csv.reader(lines)
-  header = next(reader)
-  rows = []
-  for number, raw in enumerate(lines[1:], start=2):
-    try:
-      fields = next(reader)
-    except csv.Error as e:
-      rows.append((number, raw, f'malformed CSV: {e}'))
-      continue
-    if not fields:
-      continue  # a blank line
-    if len(fields) != len(header):
-      fields = f'{len(fields)} fields, but the header has {len(header)}'
-    rows.append((number, raw, fields))
-  return header, rows
+@dataclasses.dataclass
+class CsvTable:
+  """The rows of one CSV file, column by column, all values as text."""
+  header: List[str]
+  columns: Dict[str, pa.Array]   # one string array per column
+  line_numbers: np.ndarray       # the file line of each row
+  bad_rows: List[Tuple[int, str, str]]  # (line, raw line, error)
+  _lines: List[bytes]
+
+  def __len__(self) -> int:
+    return len(self.line_numbers)
+
+  def raw(self, line: int) -> str:
+    return self._lines[line - 1].rstrip(b'\r').decode('utf-8')
+
+  def values(self, name: str) -> List[str]:
+    return self.columns[name].to_pylist() if name in self.columns else (
+        [''] * len(self))
+
+
+def read_csv(data: bytes) -> CsvTable:
+  """Parses a CSV file with pyarrow's reader. Ragged rows are bad rows
+  with their line; blank lines are skipped; a quoted value may span lines.
+  A UnicodeDecodeError for a file that is not UTF-8."""
+  data.decode('utf-8')
+  lines = data.split(b'\n')
+  header = next(csv.reader([lines[0].rstrip(b'\r').decode('utf-8')]), [])
+  blank = np.array([not line.strip() for line in lines])
+  if not header or blank[1:].all():
+    return CsvTable(header, {}, np.zeros(0, np.int64), [], lines)
+  invalid = {}  # record number (the header is 1) -> (text, error)
+
+  def skip(row):
+    invalid[row.number] = (row.text, f'{row.actual_columns} fields, but '
+                           f'the header has {row.expected_columns}')
+    return 'skip'
+
+  try:
+    table = pa_csv.read_csv(
+        io.BytesIO(data),
+        read_options=pa_csv.ReadOptions(use_threads=False),
+        parse_options=pa_csv.ParseOptions(invalid_row_handler=skip,
+                                          newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+  except pa.ArrowInvalid as e:
+    raise ValueError(f'malformed CSV: {e}') from None
+  columns = {name: table.column(i).combine_chunks()
+             for i, name in enumerate(header)}
+  # Records -> lines: records follow each other, blank lines between them
+  # are skipped, and a record spans one line more per newline in it.
+  records = table.num_rows + len(invalid)
+  valid = np.setdiff1d(np.arange(2, records + 2), list(invalid))
+  spans = np.ones(records + 2, np.int64)
+  for values in columns.values():
+    spans[valid] += pc.count_substring(values, '\n').to_numpy(
+        zero_copy_only=False)
+  for number, (text, _) in invalid.items():
+    spans[number] += text.count('\n')
+  starts = np.flatnonzero(~blank) + 1  # each non-blank line, from 1
+  if (spans == 1).all():
+    first_lines = np.concatenate([[0], starts])  # record number -> line
+  else:
+    first_lines = np.zeros(records + 2, np.int64)
+    line = 2
+    for number in range(2, records + 2):
+      while blank[line - 1]:
+        line += 1
+      first_lines[number] = line
+      line += spans[number]
+  return CsvTable(
+      header, columns, first_lines[valid],
+      sorted((int(first_lines[n]), text, error)
+             for n, (text, error) in invalid.items()), lines)
 
 
 def _number(value: str, dtype: tf.dtypes.DType) -> float:
@@ -86,48 +143,60 @@ def _number(value: str, dtype: tf.dtypes.DType) -> float:
   return number
 
 
-def encode_examples(header: Sequence[str], rows: Sequence[Sequence[str]],
-                    input_types: Dict[str, tf.dtypes.DType]
+def _numbers(values: pa.Array, dtype: tf.dtypes.DType, name: str,
+             errors: Dict[int, str], positions: np.ndarray) -> np.ndarray:
+  """Non-empty text values -> float64, with Python's float() rules; an
+  error (naming the column) for each bad one, keyed by row."""
+  try:
+    numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    numbers = pd.to_numeric(pd.Series(values.to_numpy(zero_copy_only=False),
+                                      dtype=object),
+                            errors='coerce').to_numpy(np.float64)
+  numbers = numbers.copy()
+  suspect = ~np.isfinite(numbers)
+  if dtype.is_integer:
+    suspect[~suspect] = numbers[~suspect] != np.floor(numbers[~suspect])
+  for at in np.flatnonzero(suspect):  # Python's rules, one by one
+    try:
+      numbers[at] = _number(values[int(at)].as_py(), dtype)
+    except ValueError as e:
+      errors.setdefault(int(positions[at]), f'column {name!r}: {e}')
+  return numbers
+
+
+def encode_examples(table: CsvTable, input_types: Dict[str, tf.dtypes.DType]
                     ) -> Tuple[List[bytes], Dict[int, str]]:
-  """Rows of CSV values -> serialized tf.Examples typed as the model reads
+  """The rows of `table` -> serialized tf.Examples typed as the model reads
   them, column by column (tfx-bsl's C++ encoder). An empty value becomes
-  an empty feature, which parses as missing, so the model imputes it. Returns the examples of the good rows,
-  in order, and {row index: error naming the column} for the others."""
+  an empty feature, which parses as missing, so the model imputes it.
+  Returns the examples of the good rows, in order, and {row index: error
+  naming the column} for the others."""
   columns = {}
   errors: Dict[int, str] = {}
   for name, dtype in input_types.items():
-    if name not in header:
+    if name not in table.columns:
       continue  # left out of every row: imputed
-    index = list(header).index(name)
-    raw = np.array([row[index] for row in rows], dtype=object)
-    present = raw != ''
-    values = raw[present]
-    if dtype != tf.string:
-      numbers = pd.to_numeric(pd.Series(values, dtype=object),
-                              errors='coerce').to_numpy(np.float64)
-      suspect = ~np.isfinite(numbers)
-      if dtype.is_integer:
-        suspect[~suspect] = numbers[~suspect] != np.floor(numbers[~suspect])
-      positions = np.flatnonzero(present)
-      for at in np.flatnonzero(suspect):  # Python's rules, one by one
-        try:
-          numbers[at] = _number(values[at], dtype)
-        except ValueError as e:
-          errors.setdefault(int(positions[at]), f'column {name!r}: {e}')
-      values = numbers
+    text = table.columns[name]
+    present = pc.not_equal(text, '').to_numpy(zero_copy_only=False)
+    values = text.filter(pa.array(present))
+    if dtype == tf.string:
+      values = values.cast(pa.binary())
+    else:
+      values = _numbers(values, dtype, name, errors, np.flatnonzero(present))
     columns[name] = (dtype, present, values)
-  good = np.ones(len(rows), bool)
+  good = np.ones(len(table), bool)
   good[list(errors)] = False
   if not columns:
     return [tf.train.Example().SerializeToString()] * int(good.sum()), errors
   arrays = []
   for dtype, present, values in columns.values():
-    values = values[good[present]]
+    kept = good[present]
     present = present[good]
     if dtype == tf.string:
-      values = pa.array([v.encode('utf-8') for v in values], pa.binary())
+      values = values.filter(pa.array(kept))
     else:
-      values = pa.array(values.astype(
+      values = pa.array(values[kept].astype(
           np.int64 if dtype.is_integer else np.float32))
     offsets = np.zeros(len(present) + 1, np.int32)
     np.cumsum(present, out=offsets[1:])

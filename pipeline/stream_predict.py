@@ -265,35 +265,34 @@ class WatchDirectory(beam.DoFn):
               record, record['event_time']))
       return
     self._files.inc()
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = f.read()
     try:
-      with tf.io.gfile.GFile(path, 'rb') as f:
-        text = f.read().decode('utf-8')
+      table = prediction.read_csv(data)
     except UnicodeDecodeError as e:
-      text, error = '', f'not UTF-8 text: {e}'
-    else:
-      error = None
+      table, failure = None, f'not UTF-8 text: {e}'
+    except ValueError as e:
+      table, failure = None, str(e)
     records, dead = [], []
-    if error:
+    if table is None:
       self._read.inc()
-      dead.append(prediction.dead_letter(path, 1, '', error))
-    header, rows = prediction.csv_rows(text)
-    for number, raw, fields in rows:
-      self._read.inc()
-      try:
-        if isinstance(fields, str):
-          raise ValueError(fields)
-        records.append((self._record(name, number, dict(zip(header, fields))),
-                        raw, fields))
-      except ValueError as e:
-        dead.append(prediction.dead_letter(path, number, raw, str(e)))
-    examples, errors = prediction.encode_examples(
-        header, [fields for _, _, fields in records], self._types)
-    for index, error in errors.items():
-      record, raw, _ = records[index]
-      dead.append(prediction.dead_letter(path, record['line'], raw, error))
-    kept = [r for i, r in enumerate(records) if i not in errors]
-    records = [(record, example)
-               for (record, _, _), example in zip(kept, examples)]
+      dead.append(prediction.dead_letter(path, 1, '', failure))
+    else:
+      self._read.inc(len(table) + len(table.bad_rows))
+      dead += [prediction.dead_letter(path, *bad) for bad in table.bad_rows]
+      examples, errors = prediction.encode_examples(table, self._types)
+      examples = iter(examples)
+      columns = {column: table.values(column) for column in table.header}
+      for index, line in enumerate(table.line_numbers.tolist()):
+        example = None if index in errors else next(examples)
+        try:
+          if index in errors:
+            raise ValueError(errors[index])
+          fields = {column: values[index] for column, values in columns.items()}
+          records.append((self._record(name, line, fields), example))
+        except ValueError as e:
+          dead.append(prediction.dead_letter(path, line, table.raw(line),
+                                             str(e)))
     dead.sort(key=lambda d: d['line'])
     self._dead.inc(len(dead))
     if dead:

@@ -1,6 +1,8 @@
-"""The shared pieces of batch and streaming prediction: CSV rows and their
-column-wise encoding into tf.Examples."""
+"""The shared pieces of batch and streaming prediction: CSV files read
+column by column, and encoded into tf.Examples."""
 
+import numpy as np
+import pytest
 import tensorflow as tf
 
 from pipeline import prediction
@@ -18,11 +20,13 @@ def _features(serialized):
           if (kind := feature[name].WhichOneof('kind'))}
 
 
+def _encode(text):
+  return prediction.encode_examples(prediction.read_csv(text.encode()), TYPES)
+
+
 def test_values_are_typed_and_empty_ones_left_out():
-  examples, errors = prediction.encode_examples(
-      ['seconds', 'company', 'miles', 'other'],
-      [['60', 'Flash Cab', '1.5', 'x'], ['', '', '', 'y'],
-       ['1e3', 'Ünï', '-0', 'z']], TYPES)
+  examples, errors = _encode('seconds,company,miles,other\n'
+                             '60,Flash Cab,1.5,x\n,,,y\n1e3,Ünï,-0,z\n')
   assert errors == {}
   assert [_features(e) for e in examples] == [
       {'seconds': [60], 'company': [b'Flash Cab'], 'miles': [1.5]},
@@ -31,10 +35,8 @@ def test_values_are_typed_and_empty_ones_left_out():
 
 
 def test_bad_values_name_their_column_and_keep_the_other_rows():
-  examples, errors = prediction.encode_examples(
-      ['miles', 'seconds'],
-      [['1', '2'], ['far', '2'], ['1', '2.5'], ['inf', '3'], [' 4 ', 'nan'],
-       ['5', '6']], TYPES)
+  examples, errors = _encode('miles,seconds\n1,2\nfar,2\n1,2.5\ninf,3\n'
+                             ' 4 ,nan\n5,6\n')
   assert errors == {
       1: "column 'miles': could not convert string to float: 'far'",
       2: "column 'seconds': '2.5' is not an integer",
@@ -44,9 +46,27 @@ def test_bad_values_name_their_column_and_keep_the_other_rows():
       {'miles': [1.0], 'seconds': [2]}, {'miles': [5.0], 'seconds': [6]}]
 
 
-def test_csv_rows_report_ragged_rows_and_skip_blank_lines():
-  header, rows = prediction.csv_rows('a,b\n1,2\n\n3\n"x,y",4\n')
-  assert header == ['a', 'b']
-  assert rows == [(2, '1,2', ['1', '2']),
-                  (4, '3', '1 fields, but the header has 2'),
-                  (5, '"x,y",4', ['x,y', '4'])]
+def test_rows_keep_their_lines_and_ragged_rows_are_reported():
+  text = b'a,b\r\n1,2\r\n\r\n3\r\n"x,y",4\r\n"multi\nline",5\r\n6,7\r\n'
+  table = prediction.read_csv(text)
+  assert table.header == ['a', 'b']
+  assert table.line_numbers.tolist() == [2, 5, 6, 8]
+  assert table.values('a') == ['1', 'x,y', 'multi\nline', '6']
+  assert table.bad_rows == [(4, '3', '1 fields, but the header has 2')]
+  assert table.raw(5) == '"x,y",4'
+  # Without values that span lines (the common case) and with them, the
+  # same lines.
+  table = prediction.read_csv(text.replace(b'"multi\nline",5\r\n', b''))
+  assert table.line_numbers.tolist() == [2, 5, 6]
+  table = prediction.read_csv(text + b'"bad\nrow",5,6\n\n9,9\n')
+  assert table.line_numbers.tolist() == [2, 5, 6, 8, 12]
+  assert table.bad_rows[-1] == (9, '"bad\nrow",5,6',
+                                '3 fields, but the header has 2')
+
+
+def test_files_that_are_not_csv_text():
+  with pytest.raises(UnicodeDecodeError):
+    prediction.read_csv(b'a,b\n\xff,1\n')
+  empty = prediction.read_csv(b'a,b\n\n')
+  assert len(empty) == 0 and empty.bad_rows == []
+  assert np.array_equal(prediction.read_csv(b'').line_numbers, [])
