@@ -182,21 +182,21 @@ class ParseTfRecordFile(_ParseFile):
     return values
 
 
-def output_rows(element) -> List[List]:
+def output_rows(element) -> List[Tuple]:
   """key, pass-through values, prediction, model version for each row."""
   (keys, columns), (predictions, version) = element
-  return [list(row) for row in zip(keys, *columns, predictions.tolist(),
-                                   itertools.repeat(version))]
+  return list(zip(keys, *columns, predictions.tolist(),
+                  itertools.repeat(version)))
 
 
-def csv_lines(rows: List[List]) -> str:
+def csv_lines(rows: List[Tuple]) -> str:
   """One chunk's rows as CSV lines (WriteToText adds the last newline)."""
   buffer = io.StringIO()
   csv.writer(buffer, lineterminator='\n').writerows(rows)
   return buffer.getvalue()[:-1]
 
 
-def json_lines(rows: List[List], columns: List[str]) -> str:
+def json_lines(rows: List[Tuple], columns: List[str]) -> str:
   return '\n'.join(json.dumps(dict(zip(columns, row))) for row in rows)
 
 
@@ -208,6 +208,8 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
   parsed = (
       root
       | 'Match' >> fileio.MatchFiles(options.input_pattern)
+      # Files, not rows, spread over the workers: one file per worker call.
+      | 'SpreadFiles' >> beam.Reshuffle()
       | 'Read' >> fileio.ReadMatches()
       | 'Parse' >> beam.ParDo(parse(
           input_types, options.id_column, options.passthrough))

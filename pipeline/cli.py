@@ -25,7 +25,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {runner.EXIT_FAILED}  a component failed (the log has the details)
   {runner.EXIT_BAD_INPUT}  bad input data, configuration or command line
   {runner.EXIT_NOT_PUSHED}  the run finished but pushed nothing (model not blessed, or the
-     data gate found anomalies)"""
+     data gate found anomalies)
+  {runner.EXIT_BUSY}  another run is using the output directory"""
 
 
 def _add_config_flags(parser: argparse.ArgumentParser,
@@ -167,7 +168,6 @@ def _run(args: argparse.Namespace) -> int:
   print(f'Running pipeline {config.pipeline_name} ({config.orchestrator} '
         f'orchestrator) on {config.data.path}\n'
         f'Output: {config.output_path}  (log: {log_path})', flush=True)
-  config_lib.save_run_config(config)
   with _logs_to_file(log_path, args.verbose):
     outcome = runner.run(config, progress=_print_progress)
     report_path = _write_report(config)
@@ -483,6 +483,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   except runner.ComponentFailed as e:
     print(f'error: {e}', file=sys.stderr)
     return runner.EXIT_FAILED
+  except runner.OutputBusy as e:
+    print(f'error: {e}', file=sys.stderr)
+    return runner.EXIT_BUSY
   except KeyboardInterrupt:
     print('interrupted', file=sys.stderr)
     return 130

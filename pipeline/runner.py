@@ -7,13 +7,19 @@ each component's Beam work with the configuration's Beam arguments.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
+import logging
+import os
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 from unittest import mock
 
 from pipeline import input_check
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, save_run_config
 
 if TYPE_CHECKING:
   from pipeline import results as results_lib
@@ -23,15 +29,68 @@ EXIT_PUSHED = 0
 EXIT_FAILED = 1         # a component failed (see the log)
 EXIT_BAD_INPUT = 2      # bad data, configuration or command line
 EXIT_NOT_PUSHED = 3     # the run finished, but pushed nothing
+EXIT_BUSY = 4           # another run is using the output directory
+
+LOCK_FILE = '.run.lock'
+
 
 class ComponentFailed(RuntimeError):
   """A pipeline component raised; the message names it."""
+
+
+class OutputBusy(RuntimeError):
+  """Another run holds the output directory."""
+
+
+@contextlib.contextmanager
+def exclusive_output(output: Path) -> Iterator[None]:
+  """Holds the output directory for one run at a time. The lock is the
+  kernel's (flock), so a killed run never leaves it behind."""
+  output.mkdir(parents=True, exist_ok=True)
+  with open(output / LOCK_FILE, 'a+') as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock.seek(0)
+      holder = lock.read().strip() or 'another process'
+      raise OutputBusy(f'another run is using {output} ({holder}); wait for '
+                       'it to finish, or pass another --output') from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f'pid {os.getpid()}, started '
+               f'{datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n')
+    lock.flush()
+    yield
+
+
+def cancel_abandoned_executions(metadata_path: str) -> int:
+  """Marks executions that a killed run left RUNNING as CANCELED, so that
+  MLMD says what happened. Only safe while holding the output directory."""
+  if not Path(metadata_path).is_file():
+    return 0
+  from ml_metadata import metadata_store
+  from ml_metadata.proto import metadata_store_pb2
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = metadata_path
+  store = metadata_store.MetadataStore(connection)
+  abandoned = [e for e in store.get_executions()
+               if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+  for execution in abandoned:
+    execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+  if abandoned:
+    store.put_executions(abandoned)
+    logging.warning('marked %d execution(s) of an interrupted run as '
+                    'CANCELED: %s', len(abandoned),
+                    ', '.join(str(e.id) for e in abandoned))
+  return len(abandoned)
 
 
 @dataclasses.dataclass
 class RunOutcome:
   input_report: input_check.InputReport
   results: results_lib.RunResults
+  # Executions an earlier, interrupted run had left RUNNING in MLMD.
+  abandoned_executions: int = 0
 
   @property
   def exit_code(self) -> int:
@@ -93,9 +152,19 @@ def run(config: PipelineConfig,
 
   `progress(node_id, 'running', index, total)` and
   `progress(node_id, 'finished'|'skipped', index, total, seconds)` are called
-  around each component. Raises input_check.InputError for unusable data and
+  around each component. Raises input_check.InputError for unusable data,
+  OutputBusy when another run holds the output directory, and
   ComponentFailed when a component fails.
   """
+  with exclusive_output(config.output_path):
+    save_run_config(config)
+    abandoned = cancel_abandoned_executions(config.metadata_path)
+    outcome = _run(config, progress)
+  outcome.abandoned_executions = abandoned
+  return outcome
+
+
+def _run(config: PipelineConfig, progress: Callable[..., None]) -> RunOutcome:
   report = input_check.check_input(config)
   # Imported here: they load TensorFlow, which `--help` and bad input need not.
   from pipeline import results as results_lib

@@ -77,6 +77,10 @@ def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
                'label' + (f' (e.g. {", ".join(report.dropped_examples)})'
                           if report.dropped_rows else ''))
   lines += ['', 'Components:'] + _components_table(outcome)
+  if outcome.abandoned_executions:
+    lines.append(f'  (an earlier run was interrupted: its '
+                 f'{outcome.abandoned_executions} unfinished execution(s) '
+                 'are marked canceled in MLMD)')
 
   if results.has_anomalies:
     lines += ['', 'Data anomalies (ExampleValidator):']

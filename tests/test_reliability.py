@@ -1,0 +1,104 @@
+"""Faults injected into real runs: runs killed (SIGKILL) inside each long
+component, and a second run started while one is running."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import runner
+from pipeline.config import PipelineConfig
+from tests.conftest import FAST, run_cli
+
+EXAMPLE_GEN, TRANSFORM, TRAINER, EVALUATOR = (
+    'CsvExampleGen', 'Transform', 'Trainer', 'Evaluator')
+
+
+class _Run:
+  """`tfx-e2e run` in a child process, its console output collected."""
+
+  def __init__(self, args):
+    self.output = ''
+    self.process = subprocess.Popen(
+        [sys.executable, '-m', 'pipeline', 'run', *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self):
+    while chunk := self.process.stdout.read1(4096):
+      self.output += chunk.decode('utf-8', 'replace')
+
+  def wait_for(self, text: str, seconds: float = 240):
+    deadline = time.monotonic() + seconds
+    while text not in self.output:
+      assert self.process.poll() is None, f'exited before {text!r}:\n' + (
+          self.output)
+      assert time.monotonic() < deadline, f'no {text!r}:\n{self.output}'
+      time.sleep(0.05)
+
+  def kill(self):
+    self.process.send_signal(signal.SIGKILL)
+    self.process.wait(timeout=30)
+
+
+def _executions(output: Path):
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = str(output / 'metadata.sqlite')
+  return metadata_store.MetadataStore(connection).get_executions()
+
+
+def test_runs_killed_inside_each_long_component_are_completed_later(
+    taxi_sample, tmp_path):
+  """Kill a run in ExampleGen, the next in Transform, the next in Trainer,
+  the next in Evaluator; the run after that pushes, reusing every
+  component that had finished; MLMD keeps no execution RUNNING."""
+  output = tmp_path / 'run'
+  args = ['--set', f'data.path={taxi_sample}', '--output', str(output),
+          *FAST]
+  killed_in = []
+  for component, delay in ((EXAMPLE_GEN, 1.0), (TRANSFORM, 3.0),
+                           (TRAINER, 3.0), (EVALUATOR, 2.0)):
+    run = _Run(args)
+    run.wait_for(f'] {component} ...')
+    if component == TRANSFORM:
+      # A second run on the same output directory refuses at once.
+      started = time.monotonic()
+      busy = run_cli(['run', *args])
+      assert busy.exit_code == runner.EXIT_BUSY, busy
+      assert 'another run is using' in busy.stderr
+      assert f'pid {run.process.pid}' in busy.stderr
+      assert time.monotonic() - started < 30
+    time.sleep(delay)
+    assert run.process.poll() is None, run.output
+    run.kill()
+    killed_in.append(component)
+    running = [e for e in _executions(output) if e.last_known_state ==
+               metadata_store_pb2.Execution.RUNNING]
+    assert running, f'no execution left RUNNING by the kill in {component}'
+
+  final = run_cli(['run', *args])
+  assert final.exit_code == runner.EXIT_PUSHED, final.stdout + final.stderr
+  assert 'an earlier run was interrupted' in final.stdout
+  states = {line.split()[0]: line.split()[1] for line in
+            final.stdout.split('Components:')[1].split('\n\n')[0]
+            .strip().splitlines()[1:]}
+  # Everything that finished before the last kill is reused.
+  for component in (EXAMPLE_GEN, 'StatisticsGen', 'SchemaGen',
+                    'ExampleValidator', TRANSFORM, TRAINER):
+    assert states[component] == 'cached', (component, final.stdout)
+  assert states[EVALUATOR] == 'complete'
+  assert not [e for e in _executions(output) if e.last_known_state ==
+              metadata_store_pb2.Execution.RUNNING]
+  canceled = [e for e in _executions(output) if e.last_known_state ==
+              metadata_store_pb2.Execution.CANCELED]
+  assert len(canceled) >= len(killed_in)
+  pushed = Path(PipelineConfig(output_dir=str(output)).serving_model_dir)
+  assert [p.name for p in pushed.iterdir() if p.name.isdigit()]
