@@ -18,6 +18,6 @@ setup(
         'PyYAML>=6',
         'matplotlib>=3.8,<3.10',  # plots in notebooks and the HTML report
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'hypothesis', 'schemathesis']},
     entry_points={'console_scripts': ['tfx-e2e=pipeline.cli:main']},
 )

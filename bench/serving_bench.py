@@ -33,12 +33,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
-from tests.serving_support import OWN, running_server  # noqa: E402
+from tests.serving_support import OWN, TAXI_ROW, running_server  # noqa: E402
 
-ROW = {'trip_miles': 2.5, 'trip_seconds': 600, 'payment_type': 'Cash',
-       'company': 'Flash Cab', 'trip_start_hour': 10, 'trip_start_day': 3,
-       'trip_start_month': 5, 'pickup_community_area': 8,
-       'dropoff_community_area': 32}
 DTYPES = {'trip_miles': tf.float32, 'payment_type': tf.string,
           'company': tf.string}
 
@@ -51,14 +47,14 @@ def _percentiles(samples):
 
 def _rest_body(rows):
   return json.dumps({'signature_name': 'serving_raw',
-                     'instances': [ROW] * rows}).encode()
+                     'instances': [TAXI_ROW] * rows}).encode()
 
 
 def _grpc_request(name, rows):
   request = predict_pb2.PredictRequest()
   request.model_spec.name = name
   request.model_spec.signature_name = 'serving_raw'
-  for key, value in ROW.items():
+  for key, value in TAXI_ROW.items():
     request.inputs[key].CopyFrom(tf.make_tensor_proto(
         [value] * rows, dtype=DTYPES.get(key, tf.int64)))
   return request
@@ -89,7 +85,7 @@ def _grpc_caller(server, name, rows):
 def _local_caller(model, rows):
   signature = model.signatures['serving_raw']
   inputs = {k: tf.constant([v] * rows, DTYPES.get(k, tf.int64))
-            for k, v in ROW.items()}
+            for k, v in TAXI_ROW.items()}
   return lambda: signature(**inputs)
 
 

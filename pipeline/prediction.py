@@ -82,7 +82,10 @@ def read_csv(data: bytes) -> CsvTable:
   A UnicodeDecodeError for a file that is not UTF-8."""
   data.decode('utf-8')
   lines = data.split(b'\n')
-  header = next(csv.reader([lines[0].rstrip(b'\r').decode('utf-8')]), [])
+  try:
+    header = next(csv.reader([lines[0].rstrip(b'\r').decode('utf-8')]), [])
+  except csv.Error as e:
+    raise ValueError(f'malformed CSV header: {e}') from None
   blank = np.array([not line.strip() for line in lines])
   if not header or blank[1:].all():
     return CsvTable(header, {}, np.zeros(0, np.int64), [], lines)
@@ -133,6 +136,12 @@ def read_csv(data: bytes) -> CsvTable:
              for n, (text, error) in invalid.items()), lines)
 
 
+# Beyond these, a value would become inf (float32) or wrap around (int64).
+_LARGEST = {tf.float32: float(np.finfo(np.float32).max),
+            tf.float64: float(np.finfo(np.float64).max),
+            tf.int64: 2.0**63 - 1024, tf.int32: 2.0**31 - 1}
+
+
 def _number(value: str, dtype: tf.dtypes.DType) -> float:
   """A CSV value as the model's number type; ValueError says why not."""
   number = float(value)  # ValueError for text
@@ -140,6 +149,8 @@ def _number(value: str, dtype: tf.dtypes.DType) -> float:
     raise ValueError(f'{value!r} is not a finite number')
   if dtype.is_integer and not number.is_integer():
     raise ValueError(f'{value!r} is not an integer')
+  if abs(number) > _LARGEST[dtype]:
+    raise ValueError(f'{value!r} is out of the {dtype.name} range')
   return number
 
 
@@ -155,6 +166,7 @@ def _numbers(values: pa.Array, dtype: tf.dtypes.DType, name: str,
                             errors='coerce').to_numpy(np.float64)
   numbers = numbers.copy()
   suspect = ~np.isfinite(numbers)
+  suspect[~suspect] = np.abs(numbers[~suspect]) > _LARGEST[dtype]
   if dtype.is_integer:
     suspect[~suspect] = numbers[~suspect] != np.floor(numbers[~suspect])
   for at in np.flatnonzero(suspect):  # Python's rules, one by one

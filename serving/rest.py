@@ -42,6 +42,25 @@ def _json_value(array: np.ndarray, name: str):
   return array.tolist()
 
 
+# Deeper JSON than any tensor needs; the limit keeps the decoding of values
+# (recursive, as in TF Serving) within Python's stack.
+MAX_JSON_DEPTH = 64
+
+
+def _check_depth(value: Any) -> None:
+  """ServingError if lists/objects nest deeper than MAX_JSON_DEPTH."""
+  stack = [(value, 1)]
+  while stack:
+    node, depth = stack.pop()
+    if depth > MAX_JSON_DEPTH:
+      raise ServingError(Code.INVALID_ARGUMENT,
+                         f'JSON nested deeper than {MAX_JSON_DEPTH} levels')
+    children = node.values() if isinstance(node, dict) else (
+        node if isinstance(node, list) else ())
+    stack.extend((child, depth + 1) for child in children
+                 if isinstance(child, (dict, list)))
+
+
 def _rows_from_instances(instances: List[Any], input_names: List[str]
                          ) -> Dict[str, list]:
   """Row format -> one column per input."""
@@ -96,9 +115,12 @@ class ModelHandler(tornado.web.RequestHandler):
       self._chunks.append(chunk)
 
   def _too_large(self, size: int) -> None:
+    # The rest of the body is not read, so this connection cannot carry
+    # another request: say so, or a keep-alive client would reuse it.
+    self.set_header('Connection', 'close')
     self._reply({'error': f'Request body of {size} bytes is larger than the '
                           f'limit of {self.max_body_bytes} bytes'}, 413)
-    self.request.connection.close()  # stop reading the rest
+    self.request.connection.close()
 
   def set_default_headers(self):
     self.set_header('Content-Type', 'application/json')
@@ -168,12 +190,13 @@ class ModelHandler(tornado.web.RequestHandler):
     except orjson.JSONDecodeError as e:
       try:  # NaN and Infinity literals, which TF Serving's parser accepts
         body = json.loads(data)
-      except ValueError:
+      except (ValueError, RecursionError):  # also nesting deeper than 1,024
         raise ServingError(Code.INVALID_ARGUMENT,
                            f'JSON Parse error: {e}') from None
     if not isinstance(body, dict):
       raise ServingError(Code.INVALID_ARGUMENT,
                          'The request body must be a JSON object')
+    _check_depth(body)
     return body
 
   def _predict(self, servable, signature_name, body):

@@ -23,6 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.model_config import ModelConfig, VersionPolicy
 
+MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -54,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   own.add_argument('--max_body_bytes', type=int,
                    default=DEFAULT_MAX_BODY_BYTES,
                    help='largest REST body / gRPC message (default 16 MiB)')
+  own.add_argument('--request_timeout_seconds', type=float, default=30.0,
+                   help='longest wait for a REST request\'s headers or body, '
+                   'and for an idle connection (default 30): slow clients '
+                   'cannot hold connections open')
   own.add_argument('--tensorflow_model_server', metavar='PATH',
                    help='run this tensorflow_model_server binary; default: '
                    'the one on PATH, if any')
@@ -185,7 +190,10 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
     http_server = tornado.httpserver.HTTPServer(
         rest.make_app(service, args.max_body_bytes),
         max_body_size=args.max_body_bytes + 1,
-        max_buffer_size=args.max_body_bytes + 1)
+        max_buffer_size=args.max_body_bytes + 1,
+        max_header_size=MAX_HEADER_BYTES,
+        idle_connection_timeout=args.request_timeout_seconds,  # and headers
+        body_timeout=args.request_timeout_seconds)
     http_server.listen(args.rest_api_port, address=args.bind_address)
     loop.asyncio_loop.set_default_executor(
         futures.ThreadPoolExecutor(args.rest_api_num_threads))

@@ -12,6 +12,11 @@ from typing import Iterator, List, NamedTuple
 import requests
 
 TFX_E2E = str(Path(sys.executable).parent / 'tfx-e2e')
+# One taxi trip, as serving_raw takes it.
+TAXI_ROW = {'trip_miles': 2.5, 'trip_seconds': 600, 'payment_type': 'Cash',
+            'company': 'Flash Cab', 'trip_start_hour': 10,
+            'trip_start_day': 3, 'trip_start_month': 5,
+            'pickup_community_area': 8, 'dropoff_community_area': 32}
 # Server kinds the contract tests run against.
 OWN = 'own'
 REAL = 'tensorflow_model_server'
@@ -78,3 +83,16 @@ def _wait_until_serving(server: Server, model_args: List[str]) -> None:
       pass
     time.sleep(0.3)
   raise RuntimeError(f'server not ready: {server.log.read_text()[-3000:]}')
+
+
+@contextlib.contextmanager
+def serving_copy(model_dir: Path, work: Path, extra: List[str] = ()
+                 ) -> Iterator[Server]:
+  """This project's server on loopback, serving a copy of `model_dir` as
+  version 1 of taxi_fare under work/models/taxi_fare."""
+  base = work / 'models' / 'taxi_fare'
+  shutil.copytree(model_dir, base / '1')
+  with running_server(OWN, ['--model_name=taxi_fare',
+                            f'--model_base_path={base}'], work,
+                      list(extra)) as server:
+    yield server

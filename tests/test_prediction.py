@@ -36,12 +36,14 @@ def test_values_are_typed_and_empty_ones_left_out():
 
 def test_bad_values_name_their_column_and_keep_the_other_rows():
   examples, errors = _encode('miles,seconds\n1,2\nfar,2\n1,2.5\ninf,3\n'
-                             ' 4 ,nan\n5,6\n')
+                             ' 4 ,nan\n5,6\n1e300,1\n1,1e19\n')
   assert errors == {
       1: "column 'miles': could not convert string to float: 'far'",
       2: "column 'seconds': '2.5' is not an integer",
       3: "column 'miles': 'inf' is not a finite number",
-      4: "column 'seconds': 'nan' is not a finite number"}
+      4: "column 'seconds': 'nan' is not a finite number",
+      6: "column 'miles': '1e300' is out of the float32 range",
+      7: "column 'seconds': '1e19' is out of the int64 range"}
   assert [_features(e) for e in examples] == [
       {'miles': [1.0], 'seconds': [2]}, {'miles': [5.0], 'seconds': [6]}]
 
