@@ -1,17 +1,17 @@
-"""Serving soak: many clients, malformed requests and a push half-way.
+"""Serving soak: many clients, malformed requests and model pushes.
 
     .venv/bin/python bench/serving_soak.py [--requests 20000] [--clients 8]
-        [--model_base_path DIR]
+        [--pushes 1] [--model_base_path DIR]
 
 Serves a copy of the latest pushed model (default: `make run`'s) with
 `tfx-e2e serve` on loopback. `--clients` threads send `--requests` REST
 requests in all, one in ten malformed (bad JSON, unknown model, version or
 signature, wrong feature types, mixed rows, an oversized body, a path out of
-the base). Half-way, a second version is pushed the way the Pusher does it
-(staged, then renamed). Reports server errors (5xx), unanswered valid
-requests, the version answering at the end, and the server's RSS at the
-start and at the end. `soak()` is what tests/test_serving_soak.py runs on a
-smaller scale.
+the base). `--pushes` new versions (default: one, half-way) are pushed the
+way the Pusher does it (staged, then renamed). Reports server errors (5xx),
+unanswered valid requests, the version answering at the end, and the
+server's RSS at the start, after each tenth of the requests and at the end.
+`soak()` is what tests/test_serving_fuzz.py runs on a smaller scale.
 """
 
 import argparse
@@ -65,6 +65,8 @@ class SoakResult:
   seconds: float = 0.0
   rss_start_mib: float = 0.0
   rss_end_mib: float = 0.0
+  # RSS after each tenth of the requests.
+  rss_mib: list = dataclasses.field(default_factory=list)
   version_at_end: str = ''
   first_failures: list = dataclasses.field(default_factory=list)
 
@@ -82,11 +84,13 @@ def _push(model_dir: Path, base: Path, version: int) -> None:
   os.rename(staging / str(version), base / str(version))
 
 
-def soak(model_dir: Path, work: Path, total: int, clients: int) -> SoakResult:
+def soak(model_dir: Path, work: Path, total: int, clients: int,
+         pushes: int = 1) -> SoakResult:
+  """`pushes` new versions, evenly spaced (one: half-way)."""
   result = SoakResult()
   lock = threading.Lock()
   counter = iter(range(total))
-  pushed = threading.Event()
+  push_at = {total * (i + 1) // (pushes + 1): i + 2 for i in range(pushes)}
   with serving_copy(model_dir, work, [f'--max_body_bytes={MAX_BODY_BYTES}',
                                       '--file_system_poll_wait_seconds=0.5'
                                       ]) as server:
@@ -98,9 +102,12 @@ def soak(model_dir: Path, work: Path, total: int, clients: int) -> SoakResult:
     def client():
       with requests.Session() as http:
         for number in counter:
-          if number == total // 2 and not pushed.is_set():
-            pushed.set()
-            _push(model_dir, work / 'models' / 'taxi_fare', 2)
+          if number % (total // 10) == 0 and number:
+            rss = _rss_mib(server.process.pid)
+            with lock:
+              result.rss_mib.append(rss)
+          if number in push_at:
+            _push(model_dir, work / 'models' / 'taxi_fare', push_at[number])
           malformed = number % 10 == 9
           method, path, body = (_MALFORMED[number // 10 % len(_MALFORMED)]
                                 if malformed else
@@ -144,7 +151,7 @@ def soak(model_dir: Path, work: Path, total: int, clients: int) -> SoakResult:
                            timeout=10).json()
       versions = [s['version'] for s in status['model_version_status']
                   if s['state'] == 'AVAILABLE']
-      if versions == ['2']:
+      if versions == [str(pushes + 1)]:
         break
       time.sleep(0.2)
     result.version_at_end = ','.join(versions)
@@ -156,17 +163,20 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--requests', type=int, default=20_000)
   parser.add_argument('--clients', type=int, default=8)
+  parser.add_argument('--pushes', type=int, default=1,
+                      help='new versions pushed, evenly spaced')
   parser.add_argument('--model_base_path', default='output/serving/taxi_fare')
   args = parser.parse_args()
   from pipeline.prediction import latest_version_dir
   model_dir = Path(latest_version_dir(args.model_base_path))
   with tempfile.TemporaryDirectory() as work:
-    result = soak(model_dir, Path(work), args.requests, args.clients)
+    result = soak(model_dir, Path(work), args.requests, args.clients,
+                  args.pushes)
   print(f'### Soak of {datetime.date.today()} ({platform.node()}, '
         f'{os.cpu_count()} cores)\n\n'
         f'{result.requests:,} requests from {args.clients} clients in '
         f'{result.seconds:.0f} s ({result.requests / result.seconds:,.0f}/s); '
-        f'a second version pushed half-way.\n\n'
+        f'{args.pushes} new version(s) pushed, evenly spaced.\n\n'
         '| measure | value |\n| --- | ---: |\n'
         f'| valid requests answered 200 | {result.valid_answered:,} of '
         f'{result.valid:,} |\n'
@@ -175,7 +185,9 @@ def main() -> None:
         f'| server errors (5xx) | {result.server_errors} |\n'
         f'| version serving at the end | {result.version_at_end} |\n'
         f'| server RSS at start / end | {result.rss_start_mib:.0f} MiB / '
-        f'{result.rss_end_mib:.0f} MiB |')
+        f'{result.rss_end_mib:.0f} MiB |\n'
+        '| server RSS after each tenth of the requests (MiB) | '
+        f'{" ".join(f"{rss:.0f}" for rss in result.rss_mib)} |')
   if result.first_failures:
     print('\nfirst failures:', result.first_failures)
 
