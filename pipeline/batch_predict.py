@@ -104,13 +104,9 @@ class ParseCsvFile(_ParseFile):
       data = b''.join(iter(lambda: f.read(1 << 20), b''))
     try:
       table = prediction.read_csv(data)
-    except UnicodeDecodeError as e:
-      table, failure = None, f'not UTF-8 text: {e}'
-    except ValueError as e:
-      table, failure = None, str(e)
-    if table is None:
+    except ValueError as e:  # the whole file is one dead letter
       self._read.inc()
-      yield from self._dead_letters(path, [(1, '', failure)])
+      yield from self._dead_letters(path, [(1, '', str(e))])
       return
     self._read.inc(len(table) + len(table.bad_rows))
     examples, errors = prediction.encode_examples(table, self._types)

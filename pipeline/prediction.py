@@ -79,8 +79,11 @@ class CsvTable:
 def read_csv(data: bytes) -> CsvTable:
   """Parses a CSV file with pyarrow's reader. Ragged rows are bad rows
   with their line; blank lines are skipped; a quoted value may span lines.
-  A UnicodeDecodeError for a file that is not UTF-8."""
-  data.decode('utf-8')
+  A ValueError for a file that cannot be read as CSV at all."""
+  try:
+    data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise ValueError(f'not UTF-8 text: {e}') from None
   lines = data.split(b'\n')
   try:
     header = next(csv.reader([lines[0].rstrip(b'\r').decode('utf-8')]), [])

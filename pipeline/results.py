@@ -214,6 +214,15 @@ def _threshold_checks(config: PipelineConfig, evaluation_uri: str,
   return checks
 
 
+def latest_component_runs(metadata_path: str, pipeline_name: str
+                          ) -> Dict[str, ComponentRun]:
+  """Each component of the latest run of any TFX pipeline in an MLMD store
+  (the benchmarks read the TFX template's runs with it too)."""
+  store = _store(metadata_path)
+  return _component_runs(store, pipeline_name,
+                         _latest_run(store, pipeline_name))
+
+
 def load_run_results(config: PipelineConfig) -> RunResults:
   """The results of the latest run of `config`'s pipeline."""
   store = _store(config.metadata_path)

@@ -269,9 +269,7 @@ class WatchDirectory(beam.DoFn):
       data = f.read()
     try:
       table = prediction.read_csv(data)
-    except UnicodeDecodeError as e:
-      table, failure = None, f'not UTF-8 text: {e}'
-    except ValueError as e:
+    except ValueError as e:  # the whole file is one dead letter
       table, failure = None, str(e)
     records, dead = [], []
     if table is None:

@@ -67,8 +67,10 @@ def test_rows_keep_their_lines_and_ragged_rows_are_reported():
 
 
 def test_files_that_are_not_csv_text():
-  with pytest.raises(UnicodeDecodeError):
+  with pytest.raises(ValueError, match='not UTF-8 text'):
     prediction.read_csv(b'a,b\n\xff,1\n')
+  with pytest.raises(ValueError, match='malformed CSV header'):
+    prediction.read_csv(b'a,\x00b\n1,2\n')
   empty = prediction.read_csv(b'a,b\n\n')
   assert len(empty) == 0 and empty.bad_rows == []
   assert np.array_equal(prediction.read_csv(b'').line_numbers, [])

@@ -1,0 +1,156 @@
+"""Pipeline benchmark: this pipeline next to the TFX taxi template.
+
+    .venv/bin/python bench/pipeline_bench.py [--rows 15002,150000]
+        [--pipelines template,ours]
+
+For each size, the bundled taxi rows are resampled (fixed seed; 15,002 is
+the bundled file itself) into a temporary directory. On the same data, in
+the same benchmark run, it then runs:
+- the TFX taxi template shipped in the pinned tfx wheel (`tfx template copy
+  --model=taxi`, every component switched on, its own local_runner.py);
+- this project's pipeline (`tfx-e2e run`, the taxi settings, no cache).
+Each runs in its own process, from an empty output directory. Reported:
+wall time, each component's time (from MLMD), and the peak RSS of the
+process tree (sampled every 0.2 s). Prints a Markdown report for
+BENCHMARKS.md.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import BUNDLED_TAXI_CSV  # noqa: E402  (environment first)
+from pipeline.results import latest_component_runs  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import psutil  # noqa: E402
+
+SEED = 20261125
+VENV_BIN = Path(sys.executable).parent
+COMPONENTS = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen',
+              'ExampleValidator', 'Transform', 'Trainer', 'Evaluator',
+              'Pusher']
+
+
+def make_data(directory: Path, rows: int) -> Path:
+  directory.mkdir(parents=True)
+  path = directory / 'data.csv'
+  if rows == 15002:
+    shutil.copy(BUNDLED_TAXI_CSV, path)
+  else:
+    source = pd.read_csv(BUNDLED_TAXI_CSV, dtype=str, keep_default_na=False)
+    picks = np.random.default_rng(SEED).integers(0, len(source), rows)
+    source.iloc[picks].to_csv(path, index=False)
+  return path
+
+
+def _timed(command, cwd: Path, log: Path):
+  """(wall seconds, peak RSS of the process tree in MiB, exit code)."""
+  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', PYTHONUNBUFFERED='1')
+  peak = 0
+  started = time.monotonic()
+  with open(log, 'w') as out:
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
+                               stderr=subprocess.STDOUT)
+    root = psutil.Process(process.pid)
+    done = threading.Event()
+
+    def sample():
+      nonlocal peak
+      while not done.wait(0.2):
+        try:
+          tree = [root] + root.children(recursive=True)
+          peak = max(peak, sum(p.memory_info().rss for p in tree
+                               if p.is_running()))
+        except psutil.Error:
+          pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = process.wait()
+    done.set()
+    sampler.join()
+  return time.monotonic() - started, peak / 2**20, code
+
+
+def run_template(work: Path, data: Path):
+  """The taxi template with every component switched on."""
+  root = work / 'template'
+  subprocess.run([str(VENV_BIN / 'tfx'), 'template', 'copy', '--model=taxi',
+                  '--pipeline_name=taxi-template',
+                  f'--destination_path={root}'], check=True,
+                 capture_output=True)
+  pipeline_file = root / 'pipeline' / 'pipeline.py'
+  pipeline_file.write_text(re.sub(r'# (components\.append\()', r'\1',
+                                  pipeline_file.read_text()))
+  shutil.copy(data, root / 'data' / 'data.csv')
+  seconds, rss, code = _timed([sys.executable, 'local_runner.py'], root,
+                              work / 'template.log')
+  metadata = root / 'tfx_metadata' / 'taxi-template' / 'metadata.db'
+  return seconds, rss, code, metadata, 'taxi-template'
+
+
+def run_ours(work: Path, data: Path):
+  output = work / 'ours'
+  seconds, rss, code = _timed(
+      [str(VENV_BIN / 'tfx-e2e'), 'run', '--set', f'data.path={data}',
+       '--output', str(output), '--no-cache'], work, work / 'ours.log')
+  return seconds, rss, code, output / 'metadata.sqlite', 'taxi-fare'
+
+
+RUNNERS = {'template': run_template, 'ours': run_ours}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--rows', default='15002,150000')
+  parser.add_argument('--pipelines', default='template,ours')
+  args = parser.parse_args()
+  sizes = [int(n) for n in args.rows.split(',')]
+  names = args.pipelines.split(',')
+  results = {}
+  with tempfile.TemporaryDirectory(prefix='pipeline-bench-') as tmp:
+    for rows in sizes:
+      data = make_data(Path(tmp) / f'data-{rows}', rows)
+      for name in names:
+        work = Path(tmp) / f'{name}-{rows}'
+        work.mkdir()
+        seconds, rss, code, metadata, pipeline_name = RUNNERS[name](work,
+                                                                   data)
+        if code != 0:
+          print(f'{name} at {rows:,} rows failed (exit {code}):\n' +
+                (work / f'{name}.log').read_text()[-3000:])
+        parts = {node: run.seconds for node, run in latest_component_runs(
+            str(metadata), pipeline_name).items()}
+        results[rows, name] = (seconds, rss, code, parts)
+        print(f'{name} {rows:,} rows: {seconds:.0f} s, peak RSS '
+              f'{rss:,.0f} MiB, exit {code}', flush=True)
+  print(f'\n### Run of {datetime.date.today()} ({platform.node()}, '
+        f'{os.cpu_count()} cores, {platform.machine()})\n')
+  header = ['rows', 'pipeline', 'wall s', 'peak RSS MiB', *[
+      c.replace('Csv', '').replace('Example', 'Ex.') for c in COMPONENTS]]
+  print('| ' + ' | '.join(header) + ' |')
+  print('|' + ' --- |' * 2 + ' ---: |' * (len(header) - 2))
+  for (rows, name), (seconds, rss, code, parts) in results.items():
+    cells = [f'{rows:,}', name, f'{seconds:.0f}', f'{rss:,.0f}'] + [
+        f'{parts[c]:.1f}' if c in parts else '-' for c in COMPONENTS]
+    print('| ' + ' | '.join(cells) + ' |')
+  for rows in sizes:
+    if (rows, 'template') in results and (rows, 'ours') in results:
+      ratio = results[rows, 'ours'][0] / results[rows, 'template'][0]
+      print(f'\n{rows:,} rows: ours / template wall time = {ratio:.2f}')
+
+
+if __name__ == '__main__':
+  main()
