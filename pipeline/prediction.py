@@ -11,6 +11,7 @@ import dataclasses
 import io
 import logging
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -69,11 +70,14 @@ class CsvTable:
     return len(self.line_numbers)
 
   def raw(self, line: int) -> str:
-    return self._lines[line - 1].rstrip(b'\r').decode('utf-8')
+    return self._lines[line - 1].decode('utf-8')
 
   def values(self, name: str) -> List[str]:
     return self.columns[name].to_pylist() if name in self.columns else (
         [''] * len(self))
+
+
+_LINE_BREAK = r'\r\n|\r|\n'
 
 
 def read_csv(data: bytes) -> CsvTable:
@@ -84,12 +88,14 @@ def read_csv(data: bytes) -> CsvTable:
     data.decode('utf-8')
   except UnicodeDecodeError as e:
     raise ValueError(f'not UTF-8 text: {e}') from None
-  lines = data.split(b'\n')
+  data = data.removeprefix(b'\xef\xbb\xbf')  # a BOM, as Excel writes
+  # Lines end at \n, \r\n or a lone \r, as for pyarrow's reader.
+  lines = data.splitlines()
   try:
-    header = next(csv.reader([lines[0].rstrip(b'\r').decode('utf-8')]), [])
+    header = next(csv.reader([lines[0].decode('utf-8')]), []) if lines else []
   except csv.Error as e:
     raise ValueError(f'malformed CSV header: {e}') from None
-  blank = np.array([not line.strip() for line in lines])
+  blank = np.array([not line.strip() for line in lines] + [True])
   if not header or blank[1:].all():
     return CsvTable(header, {}, np.zeros(0, np.int64), [], lines)
   invalid = {}  # record number (the header is 1) -> (text, error)
@@ -110,27 +116,41 @@ def read_csv(data: bytes) -> CsvTable:
             strings_can_be_null=False, quoted_strings_can_be_null=False))
   except pa.ArrowInvalid as e:
     raise ValueError(f'malformed CSV: {e}') from None
-  columns = {name: table.column(i).combine_chunks()
-             for i, name in enumerate(header)}
+  # pyarrow's own header parse names the columns. Where it differs from
+  # ours (odd quoting), a column may have been typed by inference: back to
+  # text, with '' for nulls.
+  header = table.column_names
+  columns = {}
+  for name, column in zip(header, table.columns):
+    column = column.combine_chunks()
+    if column.type != pa.string():
+      column = pc.fill_null(column.cast(pa.string()), '')
+    columns[name] = column
   # Records -> lines: records follow each other, blank lines between them
   # are skipped, and a record spans one line more per newline in it.
   records = table.num_rows + len(invalid)
   valid = np.setdiff1d(np.arange(2, records + 2), list(invalid))
   spans = np.ones(records + 2, np.int64)
   for values in columns.values():
-    spans[valid] += pc.count_substring(values, '\n').to_numpy(
+    spans[valid] += pc.count_substring_regex(values, _LINE_BREAK).to_numpy(
         zero_copy_only=False)
   for number, (text, _) in invalid.items():
-    spans[number] += text.count('\n')
+    spans[number] += len(re.findall(_LINE_BREAK, text))
+  spans[1] += sum(len(re.findall(_LINE_BREAK, name)) for name in header)
   starts = np.flatnonzero(~blank) + 1  # each non-blank line, from 1
+  unmapped = ValueError('malformed CSV: its rows do not map onto its lines')
   if (spans == 1).all():
+    if len(starts) < records + 1:
+      raise unmapped
     first_lines = np.concatenate([[0], starts])  # record number -> line
   else:
     first_lines = np.zeros(records + 2, np.int64)
-    line = 2
+    line = 1 + spans[1]
     for number in range(2, records + 2):
-      while blank[line - 1]:
+      while line <= len(lines) and blank[line - 1]:
         line += 1
+      if line > len(lines):
+        raise unmapped
       first_lines[number] = line
       line += spans[number]
   return CsvTable(

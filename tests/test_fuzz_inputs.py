@@ -1,6 +1,6 @@
 """Generated CSV files (hypothesis): ragged rows, empty fields, quoted
 newlines, bytes that are not UTF-8, huge fields, NaN and infinities, text in
-numeric columns, extra and missing columns.
+numeric columns, extra and missing columns, three kinds of line ends.
 
 The data gate must accept a file (counting the rows it drops) or refuse it
 with a message that names the file and line; nothing else may escape. The
@@ -52,7 +52,7 @@ def csv_files(draw) -> bytes:
     width = len(header) + draw(st.sampled_from([0, 0, 0, 0, -1, 1]))
     rows.append(draw(st.lists(_field, min_size=max(width, 0),
                               max_size=max(width, 0))))
-  end = draw(st.sampled_from(['\n', '\r\n']))
+  end = draw(st.sampled_from(['\n', '\r\n', '\r']))
   data = ''.join(','.join(map(_quoted, row)) + end
                  for row in [header] + rows).encode('utf-8', 'surrogatepass')
   if draw(st.booleans()):  # damage: bytes that are not UTF-8, blank lines
@@ -62,7 +62,10 @@ def csv_files(draw) -> bytes:
   return data
 
 
-FUZZ = settings(max_examples=150, deadline=None,
+# Derandomized: CI sees the same 300 cases every time (a new failure should
+# come from a change, not from chance). Explore with
+# `pytest --hypothesis-seed=N` and a larger max_examples.
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 
@@ -83,6 +86,7 @@ def test_the_data_gate_accepts_or_names_file_and_line(data):
       return
     assert 0 <= report.dropped_rows < report.rows
     _, kept = read_csv(Path(report.path))
+    kept = [row for row in kept if row]  # blank lines are not rows
     label = report.columns.index('fare')
     assert len(kept) == report.rows - report.dropped_rows
     assert all(np.isfinite(float(row[label])) for row in kept)
@@ -98,7 +102,7 @@ def test_the_prediction_reader_accounts_for_every_line(data):
   lines = table.line_numbers.tolist() + [line for line, _, _ in
                                          table.bad_rows]
   assert len(set(lines)) == len(lines)
-  assert all(2 <= line <= data.count(b'\n') + 1 for line in lines)
+  assert all(2 <= line <= len(data.splitlines()) for line in lines)
   examples, errors = prediction.encode_examples(table, TYPES)
   assert len(examples) + len(errors) == len(table)
   assert all(error.startswith('column ') for error in errors.values())

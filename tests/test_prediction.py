@@ -66,6 +66,26 @@ def test_rows_keep_their_lines_and_ragged_rows_are_reported():
                                 '3 fields, but the header has 2')
 
 
+def test_a_lone_carriage_return_ends_a_line_as_for_the_reader():
+  for text in (b'a,b\r1,2\r3,4\r', b'a,b\n1,2\r3,4\n'):
+    table = prediction.read_csv(text)
+    assert table.line_numbers.tolist() == [2, 3]
+    assert table.values('a') == ['1', '3']
+  table = prediction.read_csv(b'a,b\n"x\ry",2\n5,6\n')
+  assert table.line_numbers.tolist() == [2, 4]
+
+
+def test_odd_headers_keep_every_value_as_text():
+  table = prediction.read_csv(b'\xef\xbb\xbfid,x\n007,1.50\n')  # a BOM
+  assert table.header == ['id', 'x']
+  assert (table.values('id'), table.values('x')) == (['007'], ['1.50'])
+  # A quoted newline in the header: the reader's own column names.
+  table = prediction.read_csv(b'a,"b\nc"\n1,\n2,3\n')
+  assert table.header == ['a', 'b\nc']
+  assert table.values('b\nc') == ['', '3']
+  assert table.line_numbers.tolist() == [3, 4]
+
+
 def test_files_that_are_not_csv_text():
   with pytest.raises(ValueError, match='not UTF-8 text'):
     prediction.read_csv(b'a,b\n\xff,1\n')

@@ -25,7 +25,7 @@ def server(taxi_pushed_model, tmp_path_factory):
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_generated_requests_never_get_a_server_error(case, server):
   response = case.call(base_url=server.rest, timeout=30)
