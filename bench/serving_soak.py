@@ -19,7 +19,6 @@ import dataclasses
 import datetime
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import threading
@@ -30,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests  # noqa: E402
 
-from tests.serving_support import TAXI_ROW, serving_copy  # noqa: E402
+from tests.serving_support import (  # noqa: E402
+    TAXI_ROW, push_version, serving_copy)
 
 _VALID = {'signature_name': 'serving_raw', 'instances': [TAXI_ROW]}
 # (method, path, body): each is a client error that TF Serving answers 4xx.
@@ -78,12 +78,6 @@ def _rss_mib(pid: int) -> float:
   return 0.0
 
 
-def _push(model_dir: Path, base: Path, version: int) -> None:
-  staging = base / '.staging'
-  shutil.copytree(model_dir, staging / str(version))
-  os.rename(staging / str(version), base / str(version))
-
-
 def soak(model_dir: Path, work: Path, total: int, clients: int,
          pushes: int = 1) -> SoakResult:
   """`pushes` new versions, evenly spaced (one: half-way)."""
@@ -107,7 +101,8 @@ def soak(model_dir: Path, work: Path, total: int, clients: int,
             with lock:
               result.rss_mib.append(rss)
           if number in push_at:
-            _push(model_dir, work / 'models' / 'taxi_fare', push_at[number])
+            push_version(model_dir, work / 'models' / 'taxi_fare',
+                         push_at[number])
           malformed = number % 10 == 9
           method, path, body = (_MALFORMED[number // 10 % len(_MALFORMED)]
                                 if malformed else

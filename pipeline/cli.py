@@ -341,6 +341,14 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
   return 0
 
 
+def _add_row_flags(parser: argparse.ArgumentParser) -> None:
+  """What `predict` and `stream` write beside each prediction."""
+  parser.add_argument('--id-column', dest='id_column',
+                      help='the row key column (default: file:line)')
+  parser.add_argument('--passthrough', metavar='COLS',
+                      help='comma-separated columns to copy to the output')
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='tfx-e2e', description='End-to-end TFX pipeline on Apache Beam.',
@@ -425,11 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
   predict_parser.add_argument('--model', metavar='DIR',
                               help='a SavedModel version directory (default: '
                               'the latest pushed version)')
-  predict_parser.add_argument('--id-column', dest='id_column',
-                              help='the row key column (default: file:line)')
-  predict_parser.add_argument('--passthrough', metavar='COLS',
-                              help='comma-separated columns to copy to the '
-                              'output')
+  _add_row_flags(predict_parser)
   predict_parser.add_argument('--format', choices=('csv', 'jsonl'),
                               default='csv')
   predict_parser.set_defaults(handler=_predict, accepts_beam_args=True,
@@ -451,11 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help='a TF Serving model base path (default: the '
                              "pipeline's push destination); the newest "
                              'complete version is used, and followed')
-  stream_parser.add_argument('--id-column', dest='id_column',
-                             help='the row key column (default: file:line)')
-  stream_parser.add_argument('--passthrough', metavar='COLS',
-                             help='comma-separated columns to copy to the '
-                             'predictions')
+  _add_row_flags(stream_parser)
   for key, (flag, metavar, kind) in _STREAM_FLAGS.items():
     stream_parser.add_argument(flag, dest=key, metavar=metavar, type=kind,
                                help=f'stream.{key}')

@@ -94,13 +94,16 @@ class RunResults:
     return next((c for c in self.components if c.node_id == node_id), None)
 
 
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str, writable: bool = False
+               ) -> metadata_store.MetadataStore:
+  """A run's SQLite MLMD store, read-only unless asked otherwise."""
   if not Path(metadata_path).is_file():
     raise FileNotFoundError(f'no metadata store at {metadata_path}')
   connection = metadata_store_pb2.ConnectionConfig()
   connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = (
-      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+  if not writable:
+    connection.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
   return metadata_store.MetadataStore(connection)
 
 
@@ -218,14 +221,14 @@ def latest_component_runs(metadata_path: str, pipeline_name: str
                           ) -> Dict[str, ComponentRun]:
   """Each component of the latest run of any TFX pipeline in an MLMD store
   (the benchmarks read the TFX template's runs with it too)."""
-  store = _store(metadata_path)
+  store = open_store(metadata_path)
   return _component_runs(store, pipeline_name,
                          _latest_run(store, pipeline_name))
 
 
 def load_run_results(config: PipelineConfig) -> RunResults:
   """The results of the latest run of `config`'s pipeline."""
-  store = _store(config.metadata_path)
+  store = open_store(config.metadata_path)
   run = _latest_run(store, config.pipeline_name)
   by_node = _component_runs(store, config.pipeline_name, run)
   node_order = [pipeline_def.EXAMPLE_GEN, pipeline_def.STATISTICS_GEN,

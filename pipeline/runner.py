@@ -68,11 +68,9 @@ def cancel_abandoned_executions(metadata_path: str) -> int:
   MLMD says what happened. Only safe while holding the output directory."""
   if not Path(metadata_path).is_file():
     return 0
-  from ml_metadata import metadata_store
   from ml_metadata.proto import metadata_store_pb2
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  store = metadata_store.MetadataStore(connection)
+  from pipeline.results import open_store
+  store = open_store(metadata_path, writable=True)
   abandoned = [e for e in store.get_executions()
                if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
   for execution in abandoned:

@@ -280,7 +280,11 @@ class WatchDirectory(beam.DoFn):
       dead += [prediction.dead_letter(path, *bad) for bad in table.bad_rows]
       examples, errors = prediction.encode_examples(table, self._types)
       examples = iter(examples)
-      columns = {column: table.values(column) for column in table.header}
+      options = self._options
+      wanted = {self._settings.event_time_column, options.id_column,
+                options.label_column, *options.passthrough}
+      columns = {column: table.values(column) for column in table.header
+                 if column in wanted}
       for index, line in enumerate(table.line_numbers.tolist()):
         example = None if index in errors else next(examples)
         try:

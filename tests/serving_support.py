@@ -85,6 +85,13 @@ def _wait_until_serving(server: Server, model_args: List[str]) -> None:
   raise RuntimeError(f'server not ready: {server.log.read_text()[-3000:]}')
 
 
+def push_version(model: Path, base: Path, version: int) -> None:
+  """As an atomic push does: copy beside the base path, then rename."""
+  staging = base.parent / f'.staging-{version}'
+  shutil.copytree(model, staging)
+  staging.rename(base / str(version))
+
+
 @contextlib.contextmanager
 def serving_copy(model_dir: Path, work: Path, extra: List[str] = ()
                  ) -> Iterator[Server]:

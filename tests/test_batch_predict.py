@@ -5,7 +5,6 @@ and its predictions equal the serving API's for the same rows."""
 import csv
 import glob
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import tensorflow as tf
 
 from pipeline import prediction
 from tests.conftest import read_csv, run_cli, write_csv
-from tests.serving_support import OWN, running_server
+from tests.serving_support import serving_copy
 
 BAD_ROWS = 2
 
@@ -83,10 +82,7 @@ def test_predictions_match_the_serving_api(batch, taxi_pushed_model, tmp_path):
   predictions = {p['key']: float(p['prediction']) for p in _predictions(work)}
   sample = [(f'{work / "in" / "a.csv"}:{n}', dict(zip(header, row)))
             for n, row in enumerate(rows[:300], start=2)]
-  base = tmp_path / 'models' / 'taxi_fare'
-  shutil.copytree(taxi_pushed_model, base / '1')
-  with running_server(OWN, ['--model_name=taxi_fare',
-                            f'--model_base_path={base}'], tmp_path) as server:
+  with serving_copy(taxi_pushed_model, tmp_path) as server:
     metadata = requests.get(f'{server.rest}/v1/models/taxi_fare/metadata',
                             timeout=10).json()
     inputs = metadata['metadata']['signature_def']['signature_def'][

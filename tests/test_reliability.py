@@ -9,11 +9,11 @@ import threading
 import time
 from pathlib import Path
 
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import runner
 from pipeline.config import PipelineConfig
+from pipeline.results import open_store
 from tests.conftest import FAST, run_cli
 
 EXAMPLE_GEN, TRANSFORM, TRAINER, EVALUATOR = (
@@ -50,9 +50,7 @@ class _Run:
 
 
 def _executions(output: Path):
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = str(output / 'metadata.sqlite')
-  return metadata_store.MetadataStore(connection).get_executions()
+  return open_store(str(output / 'metadata.sqlite')).get_executions()
 
 
 def test_runs_killed_inside_each_long_component_are_completed_later(

@@ -4,7 +4,6 @@ version policies with labels from a model config file."""
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -13,17 +12,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from tests.serving_support import OWN, running_server
+from tests.serving_support import OWN, push_version, running_server
 
 MODEL = 'taxi_fare'
 CLIENTS = 8
-
-
-def _push(model: Path, base: Path, version: int) -> None:
-  """As an atomic push does: copy beside the base path, then rename."""
-  staging = base.parent / f'.staging-{version}'
-  shutil.copytree(model, staging)
-  staging.rename(base / str(version))
 
 
 def _predict_request():
@@ -64,7 +56,7 @@ def _wait_for(condition, seconds=30):
 def test_live_swap_under_load(taxi_pushed_model, tmp_path):
   base = tmp_path / 'models' / MODEL
   base.mkdir(parents=True)
-  _push(taxi_pushed_model, base, 1)
+  push_version(taxi_pushed_model, base, 1)
   with running_server(OWN, [f'--model_name={MODEL}',
                             f'--model_base_path={base}'], tmp_path,
                       ['--file_system_poll_wait_seconds=0.5',
@@ -105,7 +97,7 @@ def test_live_swap_under_load(taxi_pushed_model, tmp_path):
       thread.start()
     try:
       time.sleep(1.0)
-      _push(taxi_pushed_model, base, 2)
+      push_version(taxi_pushed_model, base, 2)
       assert _wait_for(lambda: all(seen and seen[-1] == 2
                                    for seen in versions_seen)), (
           'version 2 never answered every client')
@@ -150,7 +142,7 @@ def test_version_policy_and_labels_from_a_model_config_file(taxi_pushed_model,
   base = tmp_path / 'models' / MODEL
   base.mkdir(parents=True)
   for version in (1, 2, 3):
-    _push(taxi_pushed_model, base, version)
+    push_version(taxi_pushed_model, base, version)
   config = tmp_path / 'models.config'
   config.write_text(f'''
 model_config_list {{
