@@ -2,8 +2,11 @@
 
 X is the concatenation of the z-scored numeric features and the one-hot
 encoded vocabulary ids, so W holds one weight per numeric feature and one per
-category value. The exported SavedModel contains the tf.Transform graph, so
-both serving signatures take raw data:
+category value. By default W and b are the exact ridge regression solution,
+from XᵀX and Xᵀy accumulated in one streaming pass over the training split
+(`least_squares`); `sgd` fits them with mini-batch Adam steps instead, for
+feature spaces too large for a d x d matrix. The exported SavedModel contains
+the tf.Transform graph, so both serving signatures take raw data:
 
 - `serving_default`: serialized tf.Example under `inputs` -> `outputs`
   (TFMA, Beam RunInference, TF Serving's regress API);
@@ -16,6 +19,7 @@ import os
 from typing import Any, Dict, List
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -28,6 +32,8 @@ from components import features
 PREDICTION_KEY = 'outputs'
 EXAMPLES_KEY = 'inputs'
 RAW_SIGNATURE = 'serving_raw'
+# Rows per step of the least-squares pass: large, as only sums are kept.
+LEAST_SQUARES_BATCH = 4096
 
 
 def _drop_unlabelled(batch_features, labels):
@@ -40,10 +46,14 @@ def _drop_unlabelled(batch_features, labels):
 def _dataset(file_pattern: List[str],
              data_accessor: tfx.components.DataAccessor,
              tft_output: tft.TFTransformOutput, label: str,
-             batch_size: int) -> tf.data.Dataset:
+             batch_size: int, one_pass: bool = False) -> tf.data.Dataset:
+  """Batches of (transformed features, label); endless and shuffled for
+  SGD, or each row once and in order (`one_pass`)."""
+  options = tfxio.TensorFlowDatasetOptions(
+      batch_size=batch_size, label_key=label,
+      num_epochs=1 if one_pass else None, shuffle=not one_pass)
   return data_accessor.tf_dataset_factory(
-      file_pattern,
-      tfxio.TensorFlowDatasetOptions(batch_size=batch_size, label_key=label),
+      file_pattern, options,
       tft_output.transformed_metadata.schema).map(_drop_unlabelled)
 
 
@@ -92,6 +102,46 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
   return model
 
 
+def fit_least_squares(model: keras.Model, dataset: tf.data.Dataset,
+                      l2: float) -> float:
+  """Sets the model's linear layer to the ridge regression solution.
+
+  Minimises mean((y - XW - b)^2) + l2 * |W|^2 over one pass of `dataset`,
+  keeping only XᵀX and Xᵀy (d x d, d = the width of X), never the rows. The
+  penalty makes the problem well-posed although each one-hot group sums to
+  the intercept's column. `model` must output its linear layer in label
+  units (build_model's defaults). Returns the training RMSE.
+  """
+  design = keras.Model(model.inputs, model.get_layer('linear').input)
+
+  @tf.function(reduce_retracing=True, autograph=False)
+  def sums(batch, labels):
+    x = tf.cast(design(batch), tf.float64)
+    x = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)  # the intercept
+    y = tf.cast(labels, tf.float64)[:, None]
+    return (tf.matmul(x, x, transpose_a=True),
+            tf.matmul(x, y, transpose_a=True), tf.reduce_sum(y * y))
+
+  xtx = xty = None
+  yty = rows = 0.0
+  for batch, labels in dataset:
+    batch_xtx, batch_xty, batch_yty = (t.numpy() for t in sums(batch, labels))
+    xtx = batch_xtx if xtx is None else xtx + batch_xtx
+    xty = batch_xty if xty is None else xty + batch_xty
+    yty += float(batch_yty)
+    rows += len(labels)
+  if not rows:
+    raise ValueError('no training rows with a label')
+  penalty = np.full(len(xtx), l2 * rows)
+  penalty[-1] = 0.0  # the intercept is not penalised
+  weights = np.linalg.lstsq(xtx + np.diag(penalty), xty, rcond=None)[0]
+  model.get_layer('linear').set_weights(
+      [weights[:-1].astype(np.float32), weights[-1].astype(np.float32)])
+  squared_error = yty - 2 * float(weights.T @ xty) + float(
+      weights.T @ xtx @ weights)
+  return (max(squared_error, 0.0) / rows) ** 0.5
+
+
 def _raw_input_spec(tft_output: tft.TFTransformOutput,
                     custom_config: Dict[str, Any]) -> Dict[str, Any]:
   raw_spec = tft_output.raw_feature_spec()
@@ -132,14 +182,18 @@ def _serving_signatures(model: keras.Model, tft_output: tft.TFTransformOutput,
     transformed.pop(custom_config[features.LABEL], None)
     return {PREDICTION_KEY: tf.squeeze(model(transformed), axis=1)}
 
+  # No autograph here or below: the code has no tensor-dependent Python
+  # control flow, and converting the Keras and tf.Transform layers they call
+  # costs seconds per export.
   @tf.function(input_signature=[
-      tf.TensorSpec(shape=[None], dtype=tf.string, name=EXAMPLES_KEY)])
+      tf.TensorSpec(shape=[None], dtype=tf.string, name=EXAMPLES_KEY)],
+               autograph=False)
   def serve_examples(inputs):
     return predict(tf.io.parse_example(inputs, raw_spec))
 
   @tf.function(input_signature=[{
       name: tf.TensorSpec(shape=[None], dtype=spec.dtype, name=name)
-      for name, spec in raw_spec.items()}])
+      for name, spec in raw_spec.items()}], autograph=False)
   def serve_raw(raw):
     return predict({name: _as_parsed(raw[name], spec)
                     for name, spec in raw_spec.items()})
@@ -154,9 +208,25 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
   custom_config = fn_args.custom_config
   label = custom_config[features.LABEL]
-  batch_size = custom_config['batch_size']
   tft_output = tft.TFTransformOutput(fn_args.transform_output)
+  if custom_config['solver'] == 'least_squares':
+    model = build_model(tft_output, label, custom_config['learning_rate'])
+    rmse = fit_least_squares(
+        model, _dataset(fn_args.train_files, fn_args.data_accessor,
+                        tft_output, label, LEAST_SQUARES_BATCH, one_pass=True),
+        custom_config['l2'])
+    logging.info('Least squares fitted: training RMSE %.4g', rmse)
+  else:
+    model = _fit_sgd(fn_args, tft_output, label)
+  model.save(fn_args.serving_model_dir, save_format='tf',
+             signatures=_serving_signatures(model, tft_output, custom_config))
+  mark_as_regression_signature(fn_args.serving_model_dir, 'serving_default')
 
+
+def _fit_sgd(fn_args: tfx.components.FnArgs,
+             tft_output: tft.TFTransformOutput, label: str) -> keras.Model:
+  custom_config = fn_args.custom_config
+  batch_size = custom_config['batch_size']
   train = _dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
                    label, batch_size)
   evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tft_output,
@@ -171,9 +241,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       verbose=0)
   logging.info('Training finished: %s',
                {k: v[-1] for k, v in history.history.items()})
-  model.save(fn_args.serving_model_dir, save_format='tf',
-             signatures=_serving_signatures(model, tft_output, custom_config))
-  mark_as_regression_signature(fn_args.serving_model_dir, 'serving_default')
+  return model
 
 
 def mark_as_regression_signature(saved_model_dir: str, signature: str) -> None:

@@ -8,6 +8,7 @@ features (the transform graph is inside the SavedModel).
 import functools
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow_transform as tft
@@ -97,7 +98,11 @@ def _transform(tmp_path, rows):
   return graph_dir, examples
 
 
-def test_run_fn_exports_signatures_that_reproduce_a_linear_function(tmp_path):
+@pytest.mark.parametrize('solver, tolerance', [
+    ('least_squares', 0.02),  # exact, but for the small ridge penalty
+    ('sgd', 0.3)])
+def test_run_fn_exports_signatures_that_reproduce_a_linear_function(
+    tmp_path, solver, tolerance):
   graph_dir, examples = _transform(tmp_path, _rows(400, seed=0))
   serving_dir = tmp_path / 'serving_model'
   fn_args = tfx.components.FnArgs(
@@ -106,7 +111,8 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(tmp_path):
       transform_output=str(graph_dir),
       serving_model_dir=str(serving_dir),
       train_steps=600, eval_steps=5,
-      custom_config=dict(CUSTOM_CONFIG, batch_size=32, learning_rate=0.1),
+      custom_config=dict(CUSTOM_CONFIG, solver=solver, l2=1e-6,
+                         batch_size=32, learning_rate=0.1),
       data_accessor=fn_args_utils.DataAccessor(
           tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
               [examples], []),
@@ -130,7 +136,7 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(tmp_path):
                             for r in held_out])
   from_examples = loaded.signatures['serving_default'](
       **{model.EXAMPLES_KEY: serialized})[model.PREDICTION_KEY].numpy()
-  np.testing.assert_allclose(from_examples, expected, atol=0.3)
+  np.testing.assert_allclose(from_examples, expected, atol=tolerance)
 
   from_raw = loaded.signatures[model.RAW_SIGNATURE](
       miles=tf.constant([r['miles'][0] for r in held_out]),
@@ -144,6 +150,37 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(tmp_path):
       miles=tf.constant([float('nan')]), payment=tf.constant(['']),
       hour=tf.constant([1], tf.int64))[model.PREDICTION_KEY].numpy()
   assert np.isfinite(imputed).all()
+
+
+def test_least_squares_is_the_ridge_solution(tmp_path):
+  """The streamed fit equals numpy's ridge solution on the materialized X."""
+  graph_dir, examples = _transform(tmp_path, _rows(300, seed=2))
+  tft_output = tft.TFTransformOutput(str(graph_dir))
+  accessor = fn_args_utils.DataAccessor(
+      tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
+          [examples], []),
+      record_batch_factory=None, data_view_decode_fn=None)
+  # Batches of 64: the sums must add up across batches.
+  dataset = model._dataset([f'{examples.uri}/Split-train/*'], accessor,  # pylint: disable=protected-access
+                           tft_output, LABEL, 64, one_pass=True)
+  linear = model.build_model(tft_output, LABEL, 0.1)
+  l2 = 0.05
+  rmse = model.fit_least_squares(linear, dataset, l2)
+
+  design = tf.keras.Model(linear.inputs, linear.get_layer('linear').input)
+  x, y = [], []
+  for batch, labels in dataset:
+    x.append(design(batch).numpy())
+    y.append(labels.numpy())
+  x = np.hstack([np.concatenate(x), np.ones((300, 1))]).astype(np.float64)
+  y = np.concatenate(y).astype(np.float64)
+  penalty = np.diag([l2 * len(y)] * (x.shape[1] - 1) + [0.0])
+  expected = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+  kernel, bias = linear.get_layer('linear').get_weights()
+  np.testing.assert_allclose(np.append(kernel[:, 0], bias), expected,
+                             rtol=1e-4, atol=1e-4)
+  assert rmse == pytest.approx(np.sqrt(np.mean((x @ expected - y) ** 2)),
+                               rel=1e-4)
 
 
 def test_rows_without_a_label_are_dropped_from_training():

@@ -61,14 +61,14 @@ def test_preprocessing_fn(tmp_path):
   assert set(transformed[0]) == {'miles_xf', 'seconds_xf', 'hour_xf',
                                   'payment_xf', 'fare'}
 
-  # Numbers: missing and non-finite values get the mean of the present ones
-  # (miles: mean of 1 and 3 = 2), then z-scores over all rows.
+  # Numbers: z-scores over the present values; missing and non-finite values
+  # get 0, the z-score of the mean (miles: mean of 1 and 3 = 2).
   miles = np.array([row['miles_xf'] for row in transformed])
   assert np.isfinite(miles).all()
   assert miles.mean() == pytest.approx(0.0, abs=1e-6)
   assert miles[2] == pytest.approx(0.0, abs=1e-6)  # imputed to the mean
   assert miles[3] == pytest.approx(0.0, abs=1e-6)  # NaN imputed too
-  assert miles[1] > 0 > miles[0]
+  assert miles[1] == pytest.approx(1.0) and miles[0] == pytest.approx(-1.0)
   seconds = np.array([row['seconds_xf'] for row in transformed])
   assert seconds[2] == pytest.approx(0.0, abs=1e-6)  # mean of 100, 300, 200
 

@@ -24,6 +24,8 @@ BUNDLED_TAXI_CSV = REPO_ROOT / 'data' / 'taxi' / 'data.csv'
 _PIPELINE_NAME = re.compile(r'[a-z0-9][a-z0-9-]{0,127}')
 _MODEL_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
 ORCHESTRATORS = ('local', 'beam')
+# components.model.run_fn's fitting methods.
+SOLVERS = ('least_squares', 'sgd')
 
 
 class ConfigError(ValueError):
@@ -62,6 +64,15 @@ class SplitConfig:
 
 @dataclasses.dataclass
 class TrainingConfig:
+  # 'least_squares': the exact ridge regression fit, in one pass over the
+  # training split. 'sgd': mini-batch Adam steps (the settings below), for
+  # feature spaces too wide for a d x d matrix (tens of thousands of
+  # vocabulary values).
+  solver: str = 'least_squares'
+  # Ridge penalty of least_squares: it minimises the mean squared error plus
+  # l2 * |W|^2 (not on the intercept).
+  l2: float = 1e-3
+  # sgd only:
   train_steps: int = 1000
   eval_steps: int = 50
   batch_size: int = 128
@@ -81,8 +92,10 @@ class EvaluationConfig:
 # Beam pipeline options per profile; {placeholders} come from BeamConfig.
 # The profile name is what a user changes; the pipeline code does not.
 BEAM_PROFILES = {
-    # One process: the least start-up cost, one core.
-    'in-memory': ['--direct_running_mode=in_memory'],
+    # One process: the least start-up cost, one core. No options at all: the
+    # DirectRunner's default mode, and TFX packages itself as an sdist for
+    # every Beam component (2-3 s each) only when it is given options.
+    'in-memory': [],
     # One worker process per core.
     'multi-process': ['--direct_running_mode=multi_processing',
                       '--direct_num_workers=0'],
@@ -212,6 +225,11 @@ class PipelineConfig:
     if self.split.train_buckets < 1 or self.split.eval_buckets < 1:
       raise ConfigError('split.train_buckets and split.eval_buckets must be '
                         '>= 1')
+    if self.training.solver not in SOLVERS:
+      raise ConfigError(f'training.solver must be one of {SOLVERS}, not '
+                        f'{self.training.solver!r}')
+    if self.training.l2 < 0:
+      raise ConfigError('training.l2 must be >= 0')
     for name in ('train_steps', 'eval_steps', 'batch_size'):
       if getattr(self.training, name) < 1:
         raise ConfigError(f'training.{name} must be >= 1')

@@ -15,6 +15,7 @@ from tfx.proto import example_gen_pb2
 
 from components import atomic_pusher
 from components import features
+from components import metrics
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'components.preprocessing.preprocessing_fn'
@@ -95,7 +96,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
           tfma.MetricConfig(class_name='MeanSquaredError'),
           # The gates apply to the overall slice, not to each small slice.
           tfma.MetricConfig(
-              class_name='RootMeanSquaredError',
+              class_name='RootMeanSquaredError', module=metrics.__name__,
               per_slice_thresholds=[tfma.PerSliceMetricThreshold(
                   slicing_specs=[tfma.SlicingSpec()],
                   threshold=rmse_threshold)]),
@@ -119,7 +120,11 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
-      custom_config=custom_config)
+      custom_config=custom_config,
+      # StatisticsGen and ExampleValidator have covered the raw data; the
+      # pre- and post-transform statistics would be two more TFDV passes
+      # that nothing reads.
+      disable_statistics=True)
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
       examples=transform.outputs['transformed_examples'],
@@ -128,6 +133,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
       custom_config=dict(custom_config,
+                         solver=config.training.solver,
+                         l2=config.training.l2,
                          batch_size=config.training.batch_size,
                          learning_rate=config.training.learning_rate))
   model_resolver = tfx.dsl.Resolver(
