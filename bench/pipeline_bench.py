@@ -1,18 +1,19 @@
 """Pipeline benchmark: this pipeline next to the TFX taxi template.
 
-    .venv/bin/python bench/pipeline_bench.py [--rows 15002,150000]
-        [--pipelines template,ours]
+    .venv/bin/python bench/pipeline_bench.py [--rows 15002,150000,1500000]
+        [--pipelines template,ours,ours-mp]
 
 For each size, the bundled taxi rows are resampled (fixed seed; 15,002 is
 the bundled file itself) into a temporary directory. On the same data, in
 the same benchmark run, it then runs:
 - the TFX taxi template shipped in the pinned tfx wheel (`tfx template copy
   --model=taxi`, every component switched on, its own local_runner.py);
-- this project's pipeline (`tfx-e2e run`, the taxi settings, no cache).
+- this project's pipeline (`tfx-e2e run`, the taxi settings, no cache), on
+  the in-memory DirectRunner (`ours`) and the multi-process one (`ours-mp`).
 Each runs in its own process, from an empty output directory. Reported:
 wall time, each component's time (from MLMD), and the peak RSS of the
-process tree (sampled every 0.2 s). Prints a Markdown report for
-BENCHMARKS.md.
+process tree (sampled every 0.2 s), and the marginal cost per 100k rows
+between consecutive sizes. Prints a Markdown report for BENCHMARKS.md.
 """
 
 import argparse
@@ -101,15 +102,20 @@ def run_template(work: Path, data: Path):
   return seconds, rss, code, metadata, 'taxi-template'
 
 
-def run_ours(work: Path, data: Path):
+def run_ours(work: Path, data: Path, profile: str = 'in-memory'):
   output = work / 'ours'
   seconds, rss, code = _timed(
       [str(VENV_BIN / 'tfx-e2e'), 'run', '--set', f'data.path={data}',
-       '--output', str(output), '--no-cache'], work, work / 'ours.log')
+       '--set', f'beam.profile={profile}', '--output', str(output),
+       '--no-cache'], work, work / 'ours.log')
   return seconds, rss, code, output / 'metadata.sqlite', 'taxi-fare'
 
 
-RUNNERS = {'template': run_template, 'ours': run_ours}
+RUNNERS = {
+    'template': run_template,
+    'ours': run_ours,  # the in-memory DirectRunner
+    'ours-mp': lambda work, data: run_ours(work, data, 'multi-process'),
+}
 
 
 def main() -> None:
@@ -146,10 +152,28 @@ def main() -> None:
     cells = [f'{rows:,}', name, f'{seconds:.0f}', f'{rss:,.0f}'] + [
         f'{parts[c]:.1f}' if c in parts else '-' for c in COMPONENTS]
     print('| ' + ' | '.join(cells) + ' |')
+  print()
   for rows in sizes:
-    if (rows, 'template') in results and (rows, 'ours') in results:
-      ratio = results[rows, 'ours'][0] / results[rows, 'template'][0]
-      print(f'\n{rows:,} rows: ours / template wall time = {ratio:.2f}')
+    for name in names:
+      if name != 'template' and (rows, 'template') in results:
+        ratio = results[rows, name][0] / results[rows, 'template'][0]
+        print(f'{rows:,} rows: {name} / template wall time = {ratio:.2f}')
+  # Marginal cost between consecutive sizes: what each extra row costs once
+  # the fixed start-up costs are paid.
+  for small, large in zip(sizes, sizes[1:]):
+    print(f'\nMarginal cost from {small:,} to {large:,} rows:\n')
+    print('| pipeline | s per 100k rows | rows/s | ' + ' | '.join(
+        c.replace('Csv', '').replace('Example', 'Ex.') for c in COMPONENTS)
+          + ' |')
+    print('| --- |' + ' ---: |' * (2 + len(COMPONENTS)))
+    for name in names:
+      seconds = results[large, name][0] - results[small, name][0]
+      per_100k = [
+          (results[large, name][3].get(c, 0) - results[small, name][3].get(
+              c, 0)) / (large - small) * 1e5 for c in COMPONENTS]
+      print(f'| {name} | {seconds / (large - small) * 1e5:.1f} | '
+            f'{(large - small) / seconds:,.0f} | ' + ' | '.join(
+                f'{s:.1f}' for s in per_100k) + ' |')
 
 
 if __name__ == '__main__':

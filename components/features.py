@@ -11,6 +11,9 @@ LABEL = 'label'
 EXCLUDE = 'exclude_features'
 CATEGORICAL = 'categorical_features'
 OOV_BUCKETS = 'oov_buckets'
+# The transformed feature holding each row's vocabulary ids, one per string
+# or categorical column (model_input_names order).
+CATEGORIES = 'categorical_ids'
 
 
 def make_custom_config(label: str, exclude_features: Iterable[str],

@@ -2,7 +2,8 @@
 
 X is the concatenation of the z-scored numeric features and the one-hot
 encoded vocabulary ids, so W holds one weight per numeric feature and one per
-category value. By default W and b are the exact ridge regression solution,
+category value (of any string or categorical column: they share a
+vocabulary). By default W and b are the exact ridge regression solution,
 from XᵀX and Xᵀy accumulated in one streaming pass over the training split
 (`least_squares`); `sgd` fits them with mini-batch Adam steps instead, for
 feature spaces too large for a d x d matrix. The exported SavedModel contains
@@ -83,13 +84,16 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
   for name, spec in sorted(tft_output.transformed_feature_spec().items()):
     if name == label:
       continue
-    inputs[name] = keras.Input(shape=(), name=name, dtype=spec.dtype)
-    column = keras.layers.Reshape((1,))(inputs[name])
-    if spec.dtype.is_integer:  # vocabulary ids
-      column = keras.layers.CategoryEncoding(
+    inputs[name] = keras.Input(shape=tuple(spec.shape), name=name,
+                               dtype=spec.dtype)
+    if spec.dtype.is_integer:  # ids in the shared vocabulary, one a column
+      # 'count': one weight per vocabulary entry, so X holds a 1 for each
+      # column's value (and counts columns that share an OOV bucket).
+      columns.append(keras.layers.CategoryEncoding(
           num_tokens=tft_output.num_buckets_for_transformed_feature(name),
-          output_mode='one_hot')(column)
-    columns.append(column)
+          output_mode='count')(inputs[name]))
+    else:
+      columns.append(keras.layers.Reshape((1,))(inputs[name]))
   x = keras.layers.Concatenate()(columns) if len(columns) > 1 else columns[0]
   linear = keras.layers.Dense(1, name='linear')(x)
   prediction = keras.layers.Rescaling(scale=label_std, offset=label_mean,
@@ -218,7 +222,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     logging.info('Least squares fitted: training RMSE %.4g', rmse)
   else:
     model = _fit_sgd(fn_args, tft_output, label)
-  model.save(fn_args.serving_model_dir, save_format='tf',
+  # Without Keras's per-layer call traces (seconds to trace): every consumer
+  # (TFMA, TF Serving, the prediction jobs) calls the signatures.
+  model.save(fn_args.serving_model_dir, save_format='tf', save_traces=False,
              signatures=_serving_signatures(model, tft_output, custom_config))
   mark_as_regression_signature(fn_args.serving_model_dir, 'serving_default')
 

@@ -13,6 +13,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 
 from components import features
 from components.preprocessing import preprocessing_fn
+from components.preprocessing import Z_SCORE_LIMIT
 
 CUSTOM_CONFIG = features.make_custom_config(
     label='fare', exclude_features=['trip_id'],
@@ -41,28 +42,34 @@ ROWS = [
 
 
 def _analyze_and_transform(tmp_path, rows, more_rows):
+  """Transformed rows, transformed `more_rows`, and the TFTransformOutput."""
   metadata = dataset_metadata.DatasetMetadata(
       schema_utils.schema_from_feature_spec(RAW_SPEC))
-  with tft_beam.Context(temp_dir=str(tmp_path)):
+  output_dir = tmp_path / 'transform_output'
+  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp')):
     (transformed, _), transform_fn = (
         (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             functools.partial(preprocessing_fn,
                               custom_config=CUSTOM_CONFIG)))
     more, _ = ((more_rows, metadata), transform_fn) | tft_beam.TransformDataset()
-  return transformed, more
+    _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
+  return transformed, more, tft.TFTransformOutput(str(output_dir))
 
 
 def test_preprocessing_fn(tmp_path):
   unseen = {'trip_id': [b'e'], 'miles': [2.0], 'seconds': [200],
             'hour': [23], 'payment': [b'Bitcoin'], 'fare': [1.0]}
-  transformed, (unseen_out,) = _analyze_and_transform(tmp_path, ROWS, [unseen])
+  far = dict(unseen, miles=[1000.0])
+  transformed, (unseen_out, far_out), output = _analyze_and_transform(
+      tmp_path, ROWS, [unseen, far])
 
-  # Excluded columns are not features; every output is one value per row.
-  assert set(transformed[0]) == {'miles_xf', 'seconds_xf', 'hour_xf',
-                                  'payment_xf', 'fare'}
+  # Excluded columns are not features; numbers are one value per row, and
+  # the string and categorical columns one vocabulary id each.
+  assert set(transformed[0]) == {'miles_xf', 'seconds_xf',
+                                  features.CATEGORIES, 'fare'}
 
   # Numbers: z-scores over the present values; missing and non-finite values
-  # get 0, the z-score of the mean (miles: mean of 1 and 3 = 2).
+  # get 0, the z-score of the mean (miles: mean of 1 and 3 = 2, std 1).
   miles = np.array([row['miles_xf'] for row in transformed])
   assert np.isfinite(miles).all()
   assert miles.mean() == pytest.approx(0.0, abs=1e-6)
@@ -71,33 +78,30 @@ def test_preprocessing_fn(tmp_path):
   assert miles[1] == pytest.approx(1.0) and miles[0] == pytest.approx(-1.0)
   seconds = np.array([row['seconds_xf'] for row in transformed])
   assert seconds[2] == pytest.approx(0.0, abs=1e-6)  # mean of 100, 300, 200
+  # An extreme value is clipped: 1,000 miles is 998 standard deviations out.
+  assert far_out['miles_xf'] == pytest.approx(Z_SCORE_LIMIT)
 
-  # Strings and categorical numbers: vocabulary ids, by frequency; unseen
-  # values, and missing ones (tf.Transform keeps '' out of vocabularies), go
-  # to the OOV bucket.
-  payment = [int(row['payment_xf']) for row in transformed]
-  assert payment[0] == payment[3] == 0  # 'Cash', the most frequent
-  assert payment[1] == 1  # 'Card'
-  assert payment[2] == 2  # missing: OOV, after the vocabulary of 2
-  assert unseen_out['payment_xf'] == 2  # 'Bitcoin': OOV
-  hour = [int(row['hour_xf']) for row in transformed]
-  assert hour[0] == hour[1] == 0 and sorted(set(hour)) == [0, 1, 2]
-  assert unseen_out['hour_xf'] == 3  # vocabulary of 3, then the OOV bucket
+  # Strings and categorical numbers: ids in one vocabulary of column=value
+  # tokens, most frequent first; unseen values, and missing ones
+  # (tf.Transform keeps '' out of vocabularies), go to the OOV bucket.
+  vocabulary = [token.decode() for token in
+                output.vocabulary_by_name(features.CATEGORIES)]
+  assert sorted(vocabulary) == ['hour=7', 'hour=8', 'hour=9',
+                                'payment=Card', 'payment=Cash']
+  assert set(vocabulary[:2]) == {'hour=7', 'payment=Cash'}  # seen twice
+
+  def tokens(row):  # columns in model_input_names order: hour, payment
+    return [vocabulary[i] if i < len(vocabulary) else 'OOV'
+            for i in row[features.CATEGORIES]]
+
+  assert [tokens(row) for row in transformed] == [
+      ['hour=7', 'payment=Cash'], ['hour=7', 'payment=Card'],
+      ['hour=8', 'OOV'], ['hour=9', 'payment=Cash']]
+  assert tokens(unseen_out) == ['OOV', 'OOV']  # hour 23, 'Bitcoin'
+  # What the model's encoding relies on: vocabulary + OOV buckets.
+  assert output.num_buckets_for_transformed_feature(
+      features.CATEGORIES) == len(vocabulary) + 1
 
   # The label passes through; a missing label is NaN (the Trainer drops it).
   fares = [row['fare'] for row in transformed]
   assert fares[:3] == [5.0, 9.0, 7.0] and math.isnan(fares[3])
-
-
-def test_vocabulary_sizes_are_recorded(tmp_path):
-  metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(RAW_SPEC))
-  out = tmp_path / 'transform_output'
-  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp')):
-    _, transform_fn = ((ROWS, metadata) | tft_beam.AnalyzeAndTransformDataset(
-        functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG)))
-    _ = transform_fn | tft_beam.WriteTransformFn(str(out))
-  output = tft.TFTransformOutput(str(out))
-  # What the model's one-hot encoding relies on: vocabulary + OOV buckets.
-  assert output.num_buckets_for_transformed_feature('payment_xf') == 3
-  assert output.num_buckets_for_transformed_feature('hour_xf') == 4

@@ -14,6 +14,7 @@ from tfx.dsl.placeholder import placeholder as ph
 from tfx.proto import example_gen_pb2
 
 from components import atomic_pusher
+from components import csv_example_gen
 from components import features
 from components import metrics
 from pipeline.config import PipelineConfig
@@ -86,7 +87,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
           # The signature that takes serialized tf.Examples (raw features).
-          signature_name='serving_default',
+          # The model type is given: else TFMA tries loading each model as
+          # Keras to find out.
+          signature_name='serving_default', model_type=tfma.TF_GENERIC,
           label_key=config.data.label)],
       slicing_specs=[tfma.SlicingSpec()] + [
           tfma.SlicingSpec(feature_keys=[name])
@@ -164,7 +167,7 @@ def create_pipeline(config: PipelineConfig,
   """The pipeline of `config`, placed on this machine or on Kubeflow."""
   where = placement(config, target)
   input_base, pattern = csv_input(where.data_path)
-  example_gen = tfx.components.CsvExampleGen(
+  example_gen = csv_example_gen.CsvExampleGen(
       input_base=input_base,
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='data', pattern=pattern)]),

@@ -17,7 +17,6 @@ PENGUINS_CSV = TESTS_DATA / 'penguins.csv'
 # Small enough for a fast run, large enough for every payment type and hour.
 TAXI_SAMPLE_ROWS = 3000
 # Fast settings for end-to-end runs on samples.
-FAST = ['--set', 'training.train_steps=300', '--set', 'training.eval_steps=10']
 
 
 class CliResult(NamedTuple):
@@ -58,7 +57,7 @@ def taxi_run(taxi_sample, tmp_path_factory):
   """
   output = tmp_path_factory.mktemp('taxi-run')
   result = run_cli(['run', '--set', f'data.path={taxi_sample}', '--output',
-                    str(output), *FAST])
+                    str(output)])
   return result, output
 
 

@@ -28,8 +28,7 @@ def curated_schema(tmp_path_factory):
 def _args(schema, output, *extra):
   return ['run', '--data', str(PENGUINS_CSV), '--label', 'body_mass_g',
           '--schema', str(schema), '--output', str(output),
-          '--set', 'evaluation.rmse_upper_bound=600',
-          '--set', 'training.train_steps=200', *extra]
+          '--set', 'evaluation.rmse_upper_bound=600', *extra]
 
 
 def test_anomalies_stop_the_run_and_are_listed(curated_schema, tmp_path):

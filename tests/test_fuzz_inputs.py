@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from pipeline import input_check, prediction, runner
 from pipeline.config import PipelineConfig, DataConfig
-from tests.conftest import FAST, read_csv, run_cli, write_csv
+from tests.conftest import read_csv, run_cli, write_csv
 
 COLUMNS = ['fare', 'trip_miles', 'payment_type', 'trip_seconds']
 TYPES = {'trip_miles': tf.float32, 'payment_type': tf.string,
@@ -123,7 +123,7 @@ def test_a_run_on_messy_but_usable_data_trains_on_the_valid_rows(
   rows = [row + ['1'] for row in rows]
   path = write_csv(tmp_path / 'messy.csv', header, rows)
   result = run_cli(['run', '--set', f'data.path={path}', '--output',
-                    str(tmp_path / 'out'), *FAST])
+                    str(tmp_path / 'out')])
   assert result.exit_code in (runner.EXIT_PUSHED, runner.EXIT_NOT_PUSHED), (
       result.stdout + result.stderr)
   assert 'Traceback' not in result.stdout + result.stderr

@@ -21,9 +21,7 @@ from tests.conftest import PENGUINS_CSV, run_cli
 ARGS = ['run', '--data', str(PENGUINS_CSV), '--label', 'body_mass_g',
         '--categorical', 'year', '--slice', 'species,island',
         '--orchestrator', 'beam', '--set', 'beam.profile=multi-process',
-        '--set', 'evaluation.rmse_upper_bound=600',
-        '--set', 'training.train_steps=300',
-        '--set', 'training.batch_size=32']
+        '--set', 'evaluation.rmse_upper_bound=600']
 
 
 @pytest.fixture(scope='module')

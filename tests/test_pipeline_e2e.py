@@ -15,7 +15,7 @@ from pipeline import pipeline as pipeline_def
 from pipeline import runner
 from pipeline.config import PipelineConfig
 from pipeline.results import OVERALL, RMSE, load_run_results
-from tests.conftest import FAST, run_cli
+from tests.conftest import run_cli
 
 SLICE_FEATURES = ('payment_type', 'trip_start_hour')
 
@@ -27,7 +27,7 @@ def output_dir(taxi_run) -> Path:
 
 def _args(taxi_sample, output_dir, *extra):
   return ['run', '--set', f'data.path={taxi_sample}', '--output',
-          str(output_dir), *FAST, *extra]
+          str(output_dir), *extra]
 
 
 def _config(output_dir) -> PipelineConfig:

@@ -1,0 +1,260 @@
+"""A CsvExampleGen executor that converts CSV column by column.
+
+TFX's own CsvExampleGen executor reads each file in one DoFn and builds every
+tf.Example cell by cell in Python: about 5,000 rows/s on one core, and it
+held 4.5 GB at 1.5M rows. This one produces the same examples with Arrow:
+
+- files are cut into byte ranges of whole lines (`RANGE_BYTES`), so that the
+  multi-process runner spreads even one file over its workers;
+- a first pass infers each column's type as TFX does (int if every non-empty
+  value is an int64, else float if every one is a number, else string);
+- a second pass parses each range with pyarrow's CSV reader and encodes it
+  with tfx-bsl's C++ encoder. An empty value is an empty value list, as with
+  TFX; a column that is empty in every row is left out (TFX writes it with
+  no type).
+
+Rows are split by a hash of their line (TFX's hash rule, on the line rather
+than on the serialized tf.Example, whose C++ encoding does not fix the order
+of features), so a row lands in the same split in every run.
+
+Records cannot span lines: the data gate (pipeline/input_check.py) refuses
+quoted newlines in training data, as TFX's CSV reader does.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import os
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from tfx import v1 as tfx
+from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import utils
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
+from tfx_bsl.coders import example_coder
+
+# Bytes of CSV per unit of work: large enough to amortise the per-range
+# cost, small enough to keep the parsed range within tens of MB.
+RANGE_BYTES = 32 << 20
+# Column types, in the order in which they generalise.
+UNKNOWN, INT, FLOAT, STRING = range(4)
+_ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float32(), STRING: pa.binary()}
+
+Range = Tuple[str, int, int]  # file, first byte, end byte
+
+
+def byte_ranges(path: str, range_bytes: int = RANGE_BYTES) -> List[Range]:
+  size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+  return [(path, start, min(start + range_bytes, size))
+          for start in range(0, max(size, 1), range_bytes)]
+
+
+def read_range(path: str, start: int, end: int) -> Tuple[bytes, bytes]:
+  """(header line, the lines that start in [start, end)), line ends kept.
+
+  A line belongs to the range its first byte is in; the header (the line at
+  0) is returned apart."""
+  with FileSystems.open(path, compression_type='uncompressed') as f:
+    header = f.readline()
+    if start > 0:
+      f.seek(start - 1)
+      if f.read(1) != b'\n':
+        f.readline()  # the end of a line that belongs to the range before
+    first = f.tell()
+    if first >= end:
+      return header, b''
+    data = f.read(end - first)
+    if data and not data.endswith(b'\n'):
+      data += f.readline()  # the rest of the range's last line
+    return header, data
+
+
+def _lines(data: bytes) -> List[bytes]:
+  """The non-empty lines of `data`, without line ends."""
+  lines = data.split(b'\n')
+  return [line.rstrip(b'\r') for line in lines if line not in (b'', b'\r')]
+
+
+def parse_range(path: str, start: int, end: int
+                ) -> Tuple[List[bytes], Dict[str, pa.Array]]:
+  """The range's lines and its columns, every value as text ('' if empty)."""
+  header, data = read_range(path, start, end)
+  lines = _lines(data)
+  read_options = pa_csv.ReadOptions(use_threads=False)
+  names = pa_csv.read_csv(io.BytesIO(header),
+                          read_options=read_options).column_names
+  table = pa_csv.read_csv(
+      io.BytesIO(header + data), read_options=read_options,
+      convert_options=pa_csv.ConvertOptions(
+          column_types={name: pa.string() for name in names},
+          strings_can_be_null=False, quoted_strings_can_be_null=False))
+  if table.num_rows != len(lines):
+    raise ValueError(
+        f'{path}: bytes {start}-{end} hold {len(lines)} lines but '
+        f'{table.num_rows} CSV rows (a quoted value spanning lines?)')
+  return lines, {name: column.combine_chunks()
+                 for name, column in zip(table.column_names, table.columns)}
+
+
+def column_type(values: pa.Array) -> int:
+  """TFX's type for a column of text values, judged on the non-empty ones."""
+  values = values.filter(pc.not_equal(values, ''))
+  if not len(values):
+    return UNKNOWN
+  for kind, arrow_type in ((INT, pa.int64()), (FLOAT, pa.float64())):
+    try:
+      pc.cast(values, arrow_type)
+      return kind
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+      pass
+  return STRING
+
+
+def range_types(byte_range: Range) -> Dict[str, int]:
+  _, columns = parse_range(*byte_range)
+  return {name: column_type(values) for name, values in columns.items()}
+
+
+class MergeTypes(beam.CombineFn):
+  """Column -> the most general type seen in any range."""
+
+  def create_accumulator(self) -> Dict[str, int]:
+    return {}
+
+  def add_input(self, types, more):
+    return self.merge_accumulators([types, more])
+
+  def merge_accumulators(self, accumulators):
+    merged = {}
+    for types in accumulators:
+      for name, kind in types.items():
+        merged[name] = max(merged.get(name, UNKNOWN), kind)
+    return merged
+
+  def extract_output(self, types):
+    return types
+
+
+def encode(columns: Dict[str, pa.Array], types: Dict[str, int]) -> List[bytes]:
+  """Serialized tf.Examples, one per row: typed values, an empty list for an
+  empty value; UNKNOWN (all-empty) columns left out."""
+  arrays, names = [], []
+  for name, values in columns.items():
+    kind = types.get(name, UNKNOWN)
+    if kind == UNKNOWN:
+      continue
+    present = pc.not_equal(values, '')
+    typed = pc.cast(values.filter(present),
+                    pa.float64() if kind == FLOAT else _ARROW_TYPES[kind])
+    if kind == FLOAT:
+      typed = pc.cast(typed, pa.float32(), safe=False)
+    offsets = np.zeros(len(values) + 1, np.int32)
+    np.cumsum(present.to_numpy(zero_copy_only=False), out=offsets[1:])
+    arrays.append(pa.ListArray.from_arrays(pa.array(offsets), typed))
+    names.append(name)
+  if not arrays:
+    raise ValueError('no column has any value')
+  return example_coder.RecordBatchToExamples(
+      pa.RecordBatch.from_arrays(arrays, names))
+
+
+def bucket(line: bytes, total_buckets: int) -> int:
+  """TFX's hash bucket (base_example_gen_executor._PartitionFn) of a key."""
+  return int(hashlib.sha256(line).hexdigest(), 16) % total_buckets
+
+
+class _EncodeRange(beam.DoFn):
+  """A byte range -> its serialized tf.Examples, each tagged with its split."""
+
+  def __init__(self, split_names: List[str], buckets: Optional[List[int]]):
+    self._split_names = split_names
+    self._buckets = buckets  # cumulative hash buckets; None: one split
+
+  def process(self, byte_range: Range, types: Dict[str, int]
+              ) -> Iterator[Any]:
+    lines, columns = parse_range(*byte_range)
+    if not lines:
+      return
+    records = encode(columns, types)
+    if self._buckets is None:
+      for record in records:
+        yield beam.pvalue.TaggedOutput(self._split_names[0], record)
+      return
+    for line, record in zip(lines, records):
+      split = bisect.bisect(self._buckets, bucket(line, self._buckets[-1]))
+      yield beam.pvalue.TaggedOutput(self._split_names[split], record)
+
+
+def _matching_files(pattern: str) -> List[str]:
+  files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+  if not files:
+    raise ValueError(f'no CSV file matches {pattern}')
+  return files
+
+
+@beam.ptransform_fn
+def _examples(pipeline: beam.Pipeline, pattern: str, split_names: List[str],
+              buckets: Optional[List[int]], label: str):
+  ranges = [r for path in _matching_files(pattern) for r in byte_ranges(path)]
+  all_ranges = pipeline | f'Ranges[{label}]' >> beam.Create(ranges)
+  types = (all_ranges
+           | f'Types[{label}]' >> beam.Map(range_types)
+           | f'MergeTypes[{label}]' >> beam.CombineGlobally(MergeTypes()))
+  return (all_ranges
+          | f'Spread[{label}]' >> beam.Reshuffle()
+          | f'Encode[{label}]' >> beam.ParDo(
+              _EncodeRange(split_names, buckets),
+              beam.pvalue.AsSingleton(types)).with_outputs(*split_names))
+
+
+class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+  """CsvExampleGen's executor, column-wise (see the module docstring)."""
+
+  def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+    raise NotImplementedError('GenerateExamplesByBeam is overridden')
+
+  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
+                             exec_properties: Dict[str, Any]
+                             ) -> Dict[str, beam.pvalue.PCollection]:
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+        input_config)
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+        output_config)
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    split_names = utils.generate_output_split_names(input_config,
+                                                    output_config)
+    if output_config.split_config.splits:
+      # One input split, hashed into the output splits (TFX's rule).
+      if output_config.split_config.HasField('partition_feature_name'):
+        raise ValueError('partition_feature_name is not supported; rows are '
+                         'split by a hash of their line')
+      buckets = np.cumsum([s.hash_buckets for s in
+                           output_config.split_config.splits]).tolist()
+      outputs = pipeline | 'Examples' >> _examples(  # pylint: disable=no-value-for-parameter
+          os.path.join(input_base, input_config.splits[0].pattern),
+          split_names, buckets, 'all')
+      return {name: outputs[name] for name in split_names}
+    return {
+        name: (pipeline | f'Examples[{name}]' >> _examples(  # pylint: disable=no-value-for-parameter
+            os.path.join(input_base, split.pattern), [name], None, name))[name]
+        for name, split in zip(split_names, input_config.splits)}
+
+
+class CsvExampleGen(tfx.components.CsvExampleGen):
+  """TFX's CsvExampleGen (same spec, artifacts and id) with this executor."""
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
