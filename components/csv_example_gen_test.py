@@ -124,3 +124,12 @@ def test_a_quoted_newline_is_refused_with_the_file_named(tmp_path):
   path.write_bytes(b'a,b\n1,"two\nlines"\n')
   with pytest.raises(ValueError, match='data.csv: bytes 0-.*spanning lines'):
     csv_example_gen.parse_range(str(path), 0, path.stat().st_size)
+
+
+def test_lines_may_end_in_a_lone_carriage_return(tmp_path):
+  path = tmp_path / 'data.csv'
+  path.write_bytes(b'a,b\r1,x\r\r2,y\r')
+  lines, columns = csv_example_gen.parse_range(str(path), 0,
+                                               path.stat().st_size)
+  assert lines == [b'1,x', b'2,y']
+  assert columns['b'].to_pylist() == ['x', 'y']

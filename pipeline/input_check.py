@@ -50,32 +50,45 @@ def _input_files(path: Path) -> List[Path]:
 
 
 def _records(path: Path, digest) -> Iterator[Tuple[int, List[str]]]:
-  """(line number, fields) for each record; feeds the raw bytes to `digest`."""
+  """(line number, fields) for each record, streamed (a file of any size
+  takes little memory); feeds the raw bytes to `digest` first."""
   try:
     with open(path, 'rb') as raw:
-      data = raw.read()
+      for block in iter(lambda: raw.read(1 << 20), b''):
+        digest.update(block)
+    text = open(path, newline='', encoding='utf-8-sig')  # pylint: disable=consider-using-with
   except OSError as e:
     raise InputError(f'{path}: cannot read: {e.strerror}') from e
-  digest.update(data)
-  try:
-    text = data.decode('utf-8-sig')
-  except UnicodeDecodeError as e:
-    line = data[:e.start].count(b'\n') + 1
-    raise InputError(f'{path}:{line}: not valid UTF-8 text '
-                     f'(byte {data[e.start]:#04x})') from None
-  reader = csv.reader(text.splitlines(keepends=True))
-  previous_line = 0
-  try:
-    for fields in reader:
-      if reader.line_num != previous_line + 1:
-        # CsvExampleGen reads one record per line.
-        raise InputError(
-            f'{path}:{previous_line + 1}: a quoted field spans several '
-            'lines; CsvExampleGen needs one record per line')
-      previous_line = reader.line_num
-      yield reader.line_num, fields
-  except csv.Error as e:
-    raise InputError(f'{path}:{reader.line_num}: malformed CSV: {e}') from None
+  with text:
+    reader = csv.reader(text)
+    previous_line = 0
+    try:
+      for fields in reader:
+        if reader.line_num != previous_line + 1:
+          # CsvExampleGen reads one record per line.
+          raise InputError(
+              f'{path}:{previous_line + 1}: a quoted field spans several '
+              'lines; CsvExampleGen needs one record per line')
+        previous_line = reader.line_num
+        yield reader.line_num, fields
+    except csv.Error as e:
+      raise InputError(f'{path}:{reader.line_num}: malformed CSV: {e}'
+                       ) from None
+    except UnicodeDecodeError:
+      raise _not_utf8(path) from None
+
+
+def _not_utf8(path: Path) -> InputError:
+  """The error for the first line of `path` that is not UTF-8. (The text
+  reader decodes ahead of the line it yields, so its position is not it.)"""
+  with open(path, 'rb') as raw:
+    for number, line in enumerate(raw, start=1):
+      try:
+        line.decode('utf-8')
+      except UnicodeDecodeError as e:
+        return InputError(f'{path}:{number}: not valid UTF-8 text '
+                          f'(byte {line[e.start]:#04x})')
+  return InputError(f'{path}: not valid UTF-8 text')
 
 
 _NOT_NUMERIC = 'not a number'
