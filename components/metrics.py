@@ -1,44 +1,113 @@
-"""A native TFMA root mean squared error, for the Evaluator's metrics and gates.
+"""The Evaluator's regression metrics, natively in TFMA, from one combiner.
 
-TFMA has no RMSE of its own: `class_name='RootMeanSquaredError'` resolves to
-the Keras metric, which TFMA runs through its TF metric wrapper, a TF call
-per batch and per slice. This one derives the square root from TFMA's native
-MeanSquaredError (a Beam combiner), under the same metric name.
+TFMA runs one combiner per metric and slice, each converting every example
+to (label, prediction, weight) again: for the six metrics here, most of the
+Evaluator's time at scale (0.6 ms an example at 1.5M rows). These metrics
+are derived from one set of sums (count, weights, labels, predictions,
+squared and absolute errors), which TFMA computes once per example and
+slice, since identical computations are shared. They keep TFMA's metric
+names. TFMA has no RMSE of its own: `class_name='RootMeanSquaredError'`
+would resolve to the Keras metric, run through TFMA's TF metric wrapper.
 """
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
-from tensorflow_model_analysis.metrics import mean_regression_error
+import apache_beam as beam
+import numpy as np
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import metric_util
 
-NAME = 'root_mean_squared_error'
+_SUMS = '_regression_sums'
+# Positions in the sums.
+_COUNT, _WEIGHT, _LABEL, _PREDICTION, _SQUARED, _ABSOLUTE = range(6)
 
 
-class RootMeanSquaredError(metric_types.Metric):
-  """sqrt(mean((label - prediction)^2)), per slice."""
+class _Sums(beam.CombineFn):
+  """Per slice: example count, then weighted sums of weights, labels,
+  predictions, squared errors and absolute errors."""
 
-  def __init__(self, name: str = NAME):
-    super().__init__(metric_util.merge_per_key_computations(_computations),
-                     name=name)
+  def __init__(self, key: metric_types.MetricKey, eval_config: Any):
+    self._key = key
+    self._eval_config = eval_config
+
+  def create_accumulator(self) -> np.ndarray:
+    return np.zeros(6)
+
+  def add_input(self, sums: np.ndarray,
+                element: metric_types.StandardMetricInputs) -> np.ndarray:
+    for label, prediction, weight in (
+        metric_util.to_label_prediction_example_weight(
+            element, eval_config=self._eval_config,
+            model_name=self._key.model_name,
+            output_name=self._key.output_name,
+            example_weighted=self._key.example_weighted)):
+      error = float(np.sum(label - prediction))
+      weight = float(np.sum(weight))
+      sums += (1.0, weight, weight * float(np.sum(label)),
+               weight * float(np.sum(prediction)), weight * error * error,
+               weight * abs(error))
+    return sums
+
+  def merge_accumulators(self, accumulators) -> np.ndarray:
+    return np.sum(list(accumulators), axis=0)
+
+  def extract_output(self, sums: np.ndarray) -> Dict[Any, Any]:
+    return {self._key: sums}
 
 
-def _computations(name: str, eval_config=None,
-                  model_name: Optional[str] = None,
-                  output_name: Optional[str] = None,
-                  example_weighted: bool = False,
-                  sub_key=None, **_: Any) -> metric_types.MetricComputations:
-  mse = mean_regression_error.MeanSquaredError().computations(
-      eval_config=eval_config, model_names=[model_name],
-      output_names=[output_name], example_weighted=example_weighted)
-  mse_key = mse[-1].keys[0]
-  key = metric_types.MetricKey(
-      name=name, model_name=model_name, output_name=output_name,
-      sub_key=sub_key, example_weighted=example_weighted)
+def _mean(position: int) -> Callable[[np.ndarray], float]:
+  return lambda sums: (sums[position] / sums[_WEIGHT] if sums[_WEIGHT]
+                       else float('nan'))
 
-  def result(metrics: Dict[metric_types.MetricKey, Any]):
-    return {key: math.sqrt(metrics[mse_key])}
 
-  return mse + [metric_types.DerivedMetricComputation(keys=[key],
-                                                      result=result)]
+def _metric(class_name: str, default_name: str,
+            value: Callable[[np.ndarray], float]):
+  """A TFMA metric class whose value is `value(sums)`."""
+
+  def computations(name: str, eval_config=None,
+                   model_name: Optional[str] = None,
+                   output_name: Optional[str] = None,
+                   example_weighted: bool = False, sub_key=None,
+                   **_: Any) -> metric_types.MetricComputations:
+    sums_key = metric_types.MetricKey(
+        name=_SUMS, model_name=model_name, output_name=output_name,
+        example_weighted=example_weighted)
+    key = metric_types.MetricKey(
+        name=name, model_name=model_name, output_name=output_name,
+        sub_key=sub_key, example_weighted=example_weighted)
+    return [
+        metric_types.MetricComputation(
+            keys=[sums_key], preprocessors=None,
+            combiner=_Sums(sums_key, eval_config)),
+        metric_types.DerivedMetricComputation(
+            keys=[key], result=lambda metrics: {key: value(metrics[sums_key])}),
+    ]
+
+  def __init__(self, name: str = default_name):
+    metric_types.Metric.__init__(
+        self, metric_util.merge_per_key_computations(computations), name=name)
+
+  return type(class_name, (metric_types.Metric,), {
+      '__init__': __init__, '__module__': __name__,
+      '__doc__': f'{default_name}, from the shared regression sums.'})
+
+
+# The metric names are TFMA's own; the class names are not, as TFMA resolves
+# the names it has registered to its own classes, whatever the module.
+RegressionExampleCount = _metric('RegressionExampleCount', 'example_count',
+                                 lambda sums: float(sums[_COUNT]))
+RegressionMeanSquaredError = _metric(
+    'RegressionMeanSquaredError', 'mean_squared_error', _mean(_SQUARED))
+RegressionRootMeanSquaredError = _metric(
+    'RegressionRootMeanSquaredError', 'root_mean_squared_error',
+    lambda sums: math.sqrt(_mean(_SQUARED)(sums)))
+RegressionMeanAbsoluteError = _metric(
+    'RegressionMeanAbsoluteError', 'mean_absolute_error', _mean(_ABSOLUTE))
+RegressionMeanLabel = _metric('RegressionMeanLabel', 'mean_label',
+                              _mean(_LABEL))
+RegressionMeanPrediction = _metric('RegressionMeanPrediction',
+                                   'mean_prediction', _mean(_PREDICTION))
+ALL = [RegressionExampleCount, RegressionMeanSquaredError,
+       RegressionRootMeanSquaredError, RegressionMeanAbsoluteError,
+       RegressionMeanLabel, RegressionMeanPrediction]

@@ -113,10 +113,19 @@ BEAM_PROFILES = {
 }
 
 
+# `auto`: the in-memory DirectRunner for inputs below this many rows, the
+# multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
+# Its workers cost ~15 s of start-up per run and save ~17 s per 100k rows:
+# 0.64x in-memory's wall time at 1.5M rows, 1.2x at 150k (BENCHMARKS.md).
+AUTO_PROFILE = 'auto'
+MULTI_PROCESS_FROM_ROWS = 300_000
+
+
 @dataclasses.dataclass
 class BeamConfig:
   """Where the Beam-based components run: a profile and its settings."""
-  profile: str = 'in-memory'
+  # A BEAM_PROFILES key, or `auto` (see MULTI_PROCESS_FROM_ROWS).
+  profile: str = AUTO_PROFILE
   # Dataflow:
   project: str = ''
   region: str = ''
@@ -198,10 +207,19 @@ class PipelineConfig:
     """TF Serving model base path: versions are integer subdirectories."""
     return str(self.output_path / 'serving' / self.model_name)
 
+  def beam_profile(self, rows: Optional[int] = None) -> str:
+    """beam.profile, with `auto` resolved for an input of `rows` rows."""
+    if self.beam.profile != AUTO_PROFILE:
+      return self.beam.profile
+    if rows is not None and rows >= MULTI_PROCESS_FROM_ROWS:
+      return 'multi-process'
+    return 'in-memory'
+
   def beam_args(self, profile: Optional[str] = None,
                 image: Optional[str] = None) -> List[str]:
-    """Beam pipeline options of a profile (default: beam.profile)."""
-    profile = profile or self.beam.profile
+    """Beam pipeline options of a profile (default: beam.profile; `auto`
+    as for an input of unknown size)."""
+    profile = profile or self.beam_profile()
     settings = dict(dataclasses.asdict(self.beam),
                     image=image or self.kubeflow.image)
     return [arg.format(**settings) for arg in BEAM_PROFILES[profile]] + list(
@@ -215,10 +233,12 @@ class PipelineConfig:
     if not _MODEL_NAME.fullmatch(self.model_name):
       raise ConfigError(
           f'model_name {self.model_name!r} must match {_MODEL_NAME.pattern}')
-    for profile in (self.beam.profile, self.kubeflow.beam_profile):
-      if profile not in BEAM_PROFILES:
+    for profile, allowed in ((self.beam.profile,
+                              [AUTO_PROFILE, *BEAM_PROFILES]),
+                             (self.kubeflow.beam_profile, list(BEAM_PROFILES))):
+      if profile not in allowed:
         raise ConfigError(f'Beam profile {profile!r} is not one of '
-                          f'{", ".join(BEAM_PROFILES)}')
+                          f'{", ".join(allowed)}')
     if self.orchestrator not in ORCHESTRATORS:
       raise ConfigError(f'orchestrator must be one of {ORCHESTRATORS}, '
                         f'not {self.orchestrator!r}')

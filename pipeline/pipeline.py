@@ -94,19 +94,17 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       slicing_specs=[tfma.SlicingSpec()] + [
           tfma.SlicingSpec(feature_keys=[name])
           for name in config.data.slice_features],
+      # TFMA's metric names, from one set of sums (components/metrics.py)
+      # rather than a TFMA combiner each. The gates apply to the overall
+      # slice, not to each small slice.
       metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name='ExampleCount'),
-          tfma.MetricConfig(class_name='MeanSquaredError'),
-          # The gates apply to the overall slice, not to each small slice.
           tfma.MetricConfig(
-              class_name='RootMeanSquaredError', module=metrics.__name__,
+              class_name=metric.__name__, module=metrics.__name__,
               per_slice_thresholds=[tfma.PerSliceMetricThreshold(
                   slicing_specs=[tfma.SlicingSpec()],
-                  threshold=rmse_threshold)]),
-          tfma.MetricConfig(class_name='MeanAbsoluteError'),
-          tfma.MetricConfig(class_name='MeanLabel'),
-          tfma.MetricConfig(class_name='MeanPrediction'),
-      ])],
+                  threshold=rmse_threshold)]
+              if metric is metrics.RegressionRootMeanSquaredError else None)
+          for metric in metrics.ALL])],
       # Only the metrics above, not the model's compiled Keras metrics.
       options=tfma.Options(include_default_metrics={'value': False}))
 

@@ -87,6 +87,7 @@ def cancel_abandoned_executions(metadata_path: str) -> int:
 class RunOutcome:
   input_report: input_check.InputReport
   results: results_lib.RunResults
+  beam_profile: str  # the one used (`auto` resolved)
   # Executions an earlier, interrupted run had left RUNNING in MLMD.
   abandoned_executions: int = 0
 
@@ -168,8 +169,10 @@ def _run(config: PipelineConfig, progress: Callable[..., None]) -> RunOutcome:
   from pipeline import results as results_lib
   from pipeline.pipeline import create_pipeline
 
+  profile = config.beam_profile(report.rows)
   tfx_pipeline = create_pipeline(dataclasses.replace(
-      config, data=dataclasses.replace(config.data, path=report.path)))
+      config, data=dataclasses.replace(config.data, path=report.path),
+      beam=dataclasses.replace(config.beam, profile=profile)))
   with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
     try:
       _dag_runner(config.orchestrator).run(tfx_pipeline)
@@ -178,4 +181,4 @@ def _run(config: PipelineConfig, progress: Callable[..., None]) -> RunOutcome:
       first_line = (str(e).strip().splitlines() or [''])[0][:300]
       raise ComponentFailed(
           f'{failed} failed: {type(e).__name__}: {first_line}') from e
-  return RunOutcome(report, results_lib.load_run_results(config))
+  return RunOutcome(report, results_lib.load_run_results(config), profile)

@@ -76,6 +76,7 @@ def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
                f'{report.dropped_rows:,} dropped for a missing or non-finite '
                'label' + (f' (e.g. {", ".join(report.dropped_examples)})'
                           if report.dropped_rows else ''))
+  lines.append(f'Beam profile: {outcome.beam_profile}')
   lines += ['', 'Components:'] + _components_table(outcome)
   if outcome.abandoned_executions:
     lines.append(f'  (an earlier run was interrupted: its '

@@ -3,6 +3,7 @@
 import pytest
 
 from pipeline import cli
+from pipeline import config as config_lib
 from pipeline.config import (BUNDLED_TAXI_CSV, ConfigError, PipelineConfig,
                              load_config, parse_overrides)
 
@@ -93,3 +94,18 @@ def test_stream_flags_are_shorthands_for_stream_settings():
   assert (stream.window_seconds, stream.idle_timeout_seconds,
           stream.max_files) == (600, 2.5, 3)
   assert stream.period_seconds == 900  # the default
+
+
+def test_auto_beam_profile_follows_the_input_size():
+  config = PipelineConfig().validate()
+  assert config.beam.profile == config_lib.AUTO_PROFILE
+  assert config.beam_profile(rows=15_002) == 'in-memory'
+  assert config.beam_profile(
+      rows=config_lib.MULTI_PROCESS_FROM_ROWS) == 'multi-process'
+  assert config.beam_profile() == 'in-memory'  # size unknown
+  assert config.beam_args() == []  # in-memory: no options (see BEAM_PROFILES)
+  pinned = PipelineConfig(beam=config_lib.BeamConfig(profile='in-memory'))
+  assert pinned.beam_profile(rows=10**9) == 'in-memory'
+  with pytest.raises(ConfigError, match='not one of'):
+    PipelineConfig(kubeflow=config_lib.KubeflowConfig(
+        beam_profile='auto')).validate()
