@@ -1,9 +1,11 @@
-"""The data gate's handling of rows without a usable label."""
+"""The data gate: rows without a usable label, and input it names as bad."""
 
 import os
 
+import pytest
+
 from pipeline.config import DataConfig, PipelineConfig
-from pipeline.input_check import check_input
+from pipeline.input_check import InputError, check_input
 from tests.conftest import read_csv, write_csv
 
 
@@ -46,3 +48,15 @@ def test_a_directory_of_csv_files(tmp_path):
   assert report.rows == 3 and report.dropped_rows == 1
   _, rows = read_csv(report.path)
   assert rows == [['1', '5'], ['3', '6']]
+
+
+def test_invalid_utf8_is_named_by_its_line_far_into_a_streamed_file(tmp_path):
+  """The gate streams its input; the text reader decodes ahead of the line
+  it yields, and the error must still name the right line."""
+  data = tmp_path / 'd.csv'
+  lines = [b'miles,fare'] + [b'%d,5' % i for i in range(20_000)]
+  lines[15_000] = b'\xff,5'  # file line 15,001
+  data.write_bytes(b'\n'.join(lines) + b'\n')
+  with pytest.raises(InputError,
+                     match=r'd\.csv:15001: not valid UTF-8 text \(byte 0xff\)'):
+    check_input(_config(tmp_path, data))
