@@ -49,13 +49,14 @@ def _input_files(path: Path) -> List[Path]:
   return [path]
 
 
-def _records(path: Path, digest) -> Iterator[Tuple[int, List[str]]]:
+def _records(path: Path, digest=None) -> Iterator[Tuple[int, List[str]]]:
   """(line number, fields) for each record, streamed (a file of any size
-  takes little memory); feeds the raw bytes to `digest` first."""
+  takes little memory); feeds the raw bytes to `digest` first, if given."""
   try:
-    with open(path, 'rb') as raw:
-      for block in iter(lambda: raw.read(1 << 20), b''):
-        digest.update(block)
+    if digest is not None:
+      with open(path, 'rb') as raw:
+        for block in iter(lambda: raw.read(1 << 20), b''):
+          digest.update(block)
     text = open(path, newline='', encoding='utf-8-sig')  # pylint: disable=consider-using-with
   except OSError as e:
     raise InputError(f'{path}: cannot read: {e.strerror}') from e
@@ -187,7 +188,7 @@ def _write_filtered_copy(config: PipelineConfig, key: str,
   with open(partial, 'w', newline='', encoding='utf-8') as out:
     writer = csv.writer(out, lineterminator='\n')
     for index, path in enumerate(files):
-      for line, fields in _records(path, hashlib.sha256()):
+      for line, fields in _records(path):
         if fields and (line > 1 or index == 0) and (
             (path, line) not in dropped_lines):
           writer.writerow(fields)
