@@ -92,11 +92,6 @@ def fill_model_spec(spec: model_pb2.ModelSpec, servable: Servable,
   spec.signature_name = signature_name
 
 
-def is_string_input(signature_def, name: str) -> bool:
-  info = signature_def.inputs.get(name)
-  return info is not None and info.dtype == tf.string.as_datatype_enum
-
-
 def predict_json(outputs: Mapping[str, np.ndarray], row_format: bool,
                  to_json: Callable[[np.ndarray, str], Any]) -> Dict[str, Any]:
   """TF Serving's response shapes: `predictions` (rows) or `outputs`."""

@@ -28,7 +28,9 @@ def _dtype(tensor_info) -> tf.dtypes.DType:
 def as_input_tensor(name: str, values, dtype: tf.dtypes.DType) -> tf.Tensor:
   """`values` as a tensor of the input's dtype, or a clear INVALID_ARGUMENT."""
   try:
-    tensor = tf.convert_to_tensor(values, dtype=dtype)
+    # tf.constant: the same conversion and errors as tf.convert_to_tensor,
+    # at half the cost (no dispatch), which counts in a one-row request.
+    tensor = tf.constant(values, dtype=dtype)
   except (TypeError, ValueError) as e:
     message = str(e).split('\n')[0]
     if 'non-rectangular' in message:
@@ -39,8 +41,8 @@ def as_input_tensor(name: str, values, dtype: tf.dtypes.DType) -> tf.Tensor:
   return tensor
 
 
-def _check_input_names(signature_def, given: Sequence[str]) -> None:
-  expected = set(signature_def.inputs)
+def _check_input_names(expected_names, given: Sequence[str]) -> None:
+  expected = set(expected_names)
   given_set = set(given)
   if given_set != expected:
     extra = sorted(given_set - expected)
@@ -56,7 +58,7 @@ def _check_input_names(signature_def, given: Sequence[str]) -> None:
 
 def _run(function, inputs: Mapping[str, tf.Tensor]) -> Dict[str, np.ndarray]:
   try:
-    outputs = function(**inputs)
+    outputs = function(inputs)
   except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
     raise ServingError(Code.INVALID_ARGUMENT,
                        str(getattr(e, 'message', e)).strip()) from None
@@ -68,6 +70,10 @@ class Inference:
 
   def __init__(self, batcher: Optional[Batcher] = None):
     self._batcher = batcher
+
+  @property
+  def batching(self) -> bool:
+    return self._batcher is not None
 
   def _call(self, servable: Servable, signature_name: str, function,
             inputs: Dict[str, tf.Tensor]) -> Dict[str, np.ndarray]:
@@ -87,9 +93,8 @@ class Inference:
           'Expected prediction signature method_name to be one of '
           f'{{{PREDICT}, {CLASSIFY}, {REGRESS}}}. Was: '
           f'{signature_def.method_name}')
-    _check_input_names(signature_def, list(inputs))
-    tensors = {name: as_input_tensor(name, value,
-                                     _dtype(signature_def.inputs[name]))
+    _check_input_names(function.input_dtypes, list(inputs))
+    tensors = {name: as_input_tensor(name, value, function.input_dtypes[name])
                for name, value in inputs.items()}
     sizes = {t.shape[0] if t.shape.rank else None for t in tensors.values()}
     if len(sizes) > 1:

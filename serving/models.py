@@ -31,6 +31,41 @@ _log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = 'serving_default'
 
 
+class SignatureFunction:
+  """A loaded signature's function, called with its inputs in flat order.
+
+  Calling a signature by keyword makes TensorFlow bind the tensors to its
+  structured signature on every call, about 0.2 ms: as long as the linear
+  model itself on one row. The binding's checks (names, dtypes, shapes) are
+  done here against the signature's specs instead, and the function is then
+  called with its flat inputs (a private TensorFlow method, stable in the
+  pinned TF 2.16). Inputs that fail the checks take the keyword call, so the
+  client gets TensorFlow's own error.
+  """
+
+  def __init__(self, function):
+    self._function = function
+    args, kwargs = function.structured_input_signature
+    # tf.nest's order for a dict: sorted keys.
+    self._specs = [] if args else sorted(kwargs.items())
+    self.input_dtypes: Dict[str, tf.DType] = {
+        name: spec.dtype for name, spec in self._specs}
+
+  def __call__(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    if len(inputs) == len(self._specs):
+      flat = []
+      for name, spec in self._specs:
+        tensor = inputs.get(name)
+        if (tensor is None or tensor.dtype != spec.dtype or
+            not spec.shape.is_compatible_with(tensor.shape)):
+          break
+        flat.append(tensor)
+      else:
+        return self._function._call_flat(  # pylint: disable=protected-access
+            flat, self._function.captured_inputs)
+    return self._function(**inputs)
+
+
 class Servable:
   """One loaded version of a model: its signatures, as functions and protos."""
 
@@ -48,7 +83,7 @@ class Servable:
     self.signature_defs: Dict[str, meta_graph_pb2.SignatureDef] = dict(
         serving_graphs[0].signature_def)
     self._loaded = tf.saved_model.load(path, tags=['serve'])
-    self.functions = {name: self._loaded.signatures[name]
+    self.functions = {name: SignatureFunction(self._loaded.signatures[name])
                       for name in self.signature_defs
                       if name in self._loaded.signatures}
 

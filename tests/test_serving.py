@@ -286,7 +286,8 @@ def _row(local_model, examples):
 
 @pytest.mark.parametrize('case', [
     'malformed json', 'unknown model', 'unknown version', 'bad version',
-    'unknown signature', 'wrong feature name', 'wrong type', 'mixed rows',
+    'unknown signature', 'wrong feature name', 'wrong type', 'wrong rank',
+    'mixed rows',
     'both formats', 'neither format', 'ragged column', 'oversized body',
     'unknown route'])
 def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(
@@ -312,6 +313,10 @@ def test_bad_requests_get_a_4xx_and_the_server_keeps_serving(
       'wrong feature name': ('post', url, {'json': dict(
           raw, instances=[renamed])}),
       'wrong type': ('post', url, {'json': dict(raw, instances=[bad_type])}),
+      # A list where the signature takes one value a row: the shape check
+      # before the flat signature call sends it to TensorFlow's own error.
+      'wrong rank': ('post', url, {'json': dict(
+          raw, instances=[dict(row, trip_miles=[2.5, 3.0])])}),
       'mixed rows': ('post', url, {'json': dict(raw, instances=[row, short])}),
       'both formats': ('post', url, {'json': dict(
           raw, instances=[row], inputs={k: [v] for k, v in row.items()})}),
