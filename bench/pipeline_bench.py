@@ -11,9 +11,13 @@ the same benchmark run, it then runs:
 - this project's pipeline (`tfx-e2e run`, the taxi settings, no cache), on
   the in-memory DirectRunner (`ours`) and the multi-process one (`ours-mp`).
 Each runs in its own process, from an empty output directory. Reported:
-wall time, each component's time (from MLMD), and the peak RSS of the
-process tree (sampled every 0.2 s), and the marginal cost per 100k rows
-between consecutive sizes. Prints a Markdown report for BENCHMARKS.md.
+wall time, each component's time (from MLMD), the peak memory of the
+process tree (sampled every 0.5 s) over the run and while each component
+ran, and the marginal cost per 100k rows between consecutive sizes. Memory
+is the sum of the processes' PSS (shared pages counted once, so that the
+multi-process runner's workers are not charged three times for the same
+TensorFlow libraries); the sum of their RSS is shown too. Prints a Markdown
+report for BENCHMARKS.md.
 """
 
 import argparse
@@ -57,9 +61,10 @@ def make_data(directory: Path, rows: int) -> Path:
 
 
 def _timed(command, cwd: Path, log: Path):
-  """(wall seconds, peak RSS of the process tree in MiB, exit code)."""
+  """(wall seconds, [(epoch seconds, PSS and RSS of the process tree in
+  MiB)], exit code)."""
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1', PYTHONUNBUFFERED='1')
-  peak = 0
+  samples = []
   started = time.monotonic()
   with open(log, 'w') as out:
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out,
@@ -68,12 +73,12 @@ def _timed(command, cwd: Path, log: Path):
     done = threading.Event()
 
     def sample():
-      nonlocal peak
-      while not done.wait(0.2):
+      while not done.wait(0.5):
         try:
           tree = [root] + root.children(recursive=True)
-          peak = max(peak, sum(p.memory_info().rss for p in tree
-                               if p.is_running()))
+          memory = [p.memory_full_info() for p in tree if p.is_running()]
+          samples.append((time.time(), sum(m.pss for m in memory) / 2**20,
+                          sum(m.rss for m in memory) / 2**20))
         except psutil.Error:
           pass
 
@@ -82,7 +87,14 @@ def _timed(command, cwd: Path, log: Path):
     code = process.wait()
     done.set()
     sampler.join()
-  return time.monotonic() - started, peak / 2**20, code
+  return time.monotonic() - started, samples, code
+
+
+def _peak(samples, start: float = 0.0, end: float = float('inf'),
+          kind: int = 1) -> float:
+  """Peak PSS (kind 1) or RSS (kind 2) between `start` and `end`."""
+  return max((sample[kind] for sample in samples
+              if start <= sample[0] <= end), default=0.0)
 
 
 def run_template(work: Path, data: Path):
@@ -96,19 +108,19 @@ def run_template(work: Path, data: Path):
   pipeline_file.write_text(re.sub(r'# (components\.append\()', r'\1',
                                   pipeline_file.read_text()))
   shutil.copy(data, root / 'data' / 'data.csv')
-  seconds, rss, code = _timed([sys.executable, 'local_runner.py'], root,
-                              work / 'template.log')
+  seconds, samples, code = _timed([sys.executable, 'local_runner.py'], root,
+                                  work / 'template.log')
   metadata = root / 'tfx_metadata' / 'taxi-template' / 'metadata.db'
-  return seconds, rss, code, metadata, 'taxi-template'
+  return seconds, samples, code, metadata, 'taxi-template'
 
 
 def run_ours(work: Path, data: Path, profile: str = 'in-memory'):
   output = work / 'ours'
-  seconds, rss, code = _timed(
+  seconds, samples, code = _timed(
       [str(VENV_BIN / 'tfx-e2e'), 'run', '--set', f'data.path={data}',
        '--set', f'beam.profile={profile}', '--output', str(output),
        '--no-cache'], work, work / 'ours.log')
-  return seconds, rss, code, output / 'metadata.sqlite', 'taxi-fare'
+  return seconds, samples, code, output / 'metadata.sqlite', 'taxi-fare'
 
 
 RUNNERS = {
@@ -125,33 +137,45 @@ def main() -> None:
   args = parser.parse_args()
   sizes = [int(n) for n in args.rows.split(',')]
   names = args.pipelines.split(',')
-  results = {}
+  results, peaks = {}, {}
   with tempfile.TemporaryDirectory(prefix='pipeline-bench-') as tmp:
     for rows in sizes:
       data = make_data(Path(tmp) / f'data-{rows}', rows)
       for name in names:
         work = Path(tmp) / f'{name}-{rows}'
         work.mkdir()
-        seconds, rss, code, metadata, pipeline_name = RUNNERS[name](work,
-                                                                   data)
+        seconds, samples, code, metadata, pipeline_name = RUNNERS[name](
+            work, data)
         if code != 0:
           print(f'{name} at {rows:,} rows failed (exit {code}):\n' +
                 (work / f'{name}.log').read_text()[-3000:])
-        parts = {node: run.seconds for node, run in latest_component_runs(
-            str(metadata), pipeline_name).items()}
-        results[rows, name] = (seconds, rss, code, parts)
-        print(f'{name} {rows:,} rows: {seconds:.0f} s, peak RSS '
-              f'{rss:,.0f} MiB, exit {code}', flush=True)
+        runs = latest_component_runs(str(metadata), pipeline_name)
+        parts = {node: run.seconds for node, run in runs.items()}
+        peaks[rows, name] = {
+            node: _peak(samples, run.started, run.started + run.seconds)
+            for node, run in runs.items()}
+        results[rows, name] = (seconds, _peak(samples),
+                               _peak(samples, kind=2), code, parts)
+        print(f'{name} {rows:,} rows: {seconds:.0f} s, peak PSS '
+              f'{_peak(samples):,.0f} MiB, exit {code}', flush=True)
   print(f'\n### Run of {datetime.date.today()} ({platform.node()}, '
         f'{os.cpu_count()} cores, {platform.machine()})\n')
-  header = ['rows', 'pipeline', 'wall s', 'peak RSS MiB', *[
+  header = ['rows', 'pipeline', 'wall s', 'peak PSS MiB', 'peak RSS MiB', *[
       c.replace('Csv', '').replace('Example', 'Ex.') for c in COMPONENTS]]
   print('| ' + ' | '.join(header) + ' |')
   print('|' + ' --- |' * 2 + ' ---: |' * (len(header) - 2))
-  for (rows, name), (seconds, rss, code, parts) in results.items():
-    cells = [f'{rows:,}', name, f'{seconds:.0f}', f'{rss:,.0f}'] + [
+  for (rows, name), (seconds, pss, rss, code, parts) in results.items():
+    cells = [f'{rows:,}', name, f'{seconds:.0f}', f'{pss:,.0f}',
+             f'{rss:,.0f}'] + [
         f'{parts[c]:.1f}' if c in parts else '-' for c in COMPONENTS]
     print('| ' + ' | '.join(cells) + ' |')
+  print('\nPeak PSS of the process tree (MiB) while each component ran:\n')
+  print('| ' + ' | '.join(header[:2] + header[5:]) + ' |')
+  print('|' + ' --- |' * 2 + ' ---: |' * (len(header) - 5))
+  for (rows, name), by_node in peaks.items():
+    print('| ' + ' | '.join([f'{rows:,}', name] + [
+        f'{by_node[c]:,.0f}' if c in by_node else '-' for c in COMPONENTS])
+          + ' |')
   print()
   for rows in sizes:
     for name in names:
@@ -169,7 +193,7 @@ def main() -> None:
     for name in names:
       seconds = results[large, name][0] - results[small, name][0]
       per_100k = [
-          (results[large, name][3].get(c, 0) - results[small, name][3].get(
+          (results[large, name][4].get(c, 0) - results[small, name][4].get(
               c, 0)) / (large - small) * 1e5 for c in COMPONENTS]
       print(f'| {name} | {seconds / (large - small) * 1e5:.1f} | '
             f'{(large - small) / seconds:,.0f} | ' + ' | '.join(

@@ -29,9 +29,16 @@ CSV = (
 
 
 def _run(executor, input_dir, output_dir):
+  """Each split's examples (as text) in the order of the files, and the
+  output artifact."""
   examples = standard_artifacts.Examples()
   examples.uri = str(output_dir)
   executor.Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, {
+      # The component's defaults.
+      standard_component_specs.OUTPUT_DATA_FORMAT_KEY:
+          example_gen_pb2.FORMAT_TF_EXAMPLE,
+      standard_component_specs.OUTPUT_FILE_FORMAT_KEY:
+          example_gen_pb2.FORMAT_TFRECORDS_GZIP,
       standard_component_specs.INPUT_BASE_KEY: str(input_dir),
       standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
           example_gen_pb2.Input(splits=[
@@ -46,11 +53,11 @@ def _run(executor, input_dir, output_dir):
   })
   splits = {}
   for split in ('train', 'eval'):
-    files = glob.glob(os.path.join(output_dir, f'Split-{split}', '*'))
-    splits[split] = sorted(
+    files = sorted(glob.glob(os.path.join(output_dir, f'Split-{split}', '*')))
+    splits[split] = [
         str(tf.train.Example.FromString(record.numpy()))
-        for record in tf.data.TFRecordDataset(files, compression_type='GZIP'))
-  return splits
+        for record in tf.data.TFRecordDataset(files, compression_type='GZIP')]
+  return splits, examples
 
 
 def _without(example_text, feature):
@@ -64,14 +71,16 @@ def outputs(tmp_path_factory):
   root = tmp_path_factory.mktemp('csv')
   (root / 'in').mkdir()
   (root / 'in' / 'data.csv').write_bytes(CSV.encode())
-  ours = _run(csv_example_gen.Executor(), root / 'in', root / 'ours')
-  again = _run(csv_example_gen.Executor(), root / 'in', root / 'again')
-  theirs = _run(tfx_executor.Executor(), root / 'in', root / 'theirs')
-  return ours, again, theirs
+  ours, ours_artifact = _run(csv_example_gen.Executor(), root / 'in',
+                             root / 'ours')
+  again, _ = _run(csv_example_gen.Executor(), root / 'in', root / 'again')
+  theirs, theirs_artifact = _run(tfx_executor.Executor(), root / 'in',
+                                 root / 'theirs')
+  return ours, again, theirs, (ours_artifact, theirs_artifact)
 
 
 def test_the_same_examples_as_tfx(outputs):
-  ours, _, theirs = outputs
+  ours, _, theirs, _ = outputs
   everything = sorted(ours['train'] + ours['eval'])
   assert len(everything) == 60
   # TFX writes the all-empty column as a feature without a type; it is
@@ -81,7 +90,7 @@ def test_the_same_examples_as_tfx(outputs):
 
 
 def test_types_are_inferred_as_tfx_does(outputs):
-  ours, _, _ = outputs
+  ours, _, _, _ = outputs
   feature = text_format.Parse(
       next(e for e in ours['train'] + ours['eval'] if 'say' in e),
       tf.train.Example()).features.feature
@@ -92,9 +101,26 @@ def test_types_are_inferred_as_tfx_does(outputs):
   assert feature['mixed'].float_list.value == [7.0]  # 2.5 makes it float
 
 
+def test_the_artifact_names_its_splits_and_formats(outputs):
+  ours, theirs = outputs[3]
+  for key in ('split_names', 'payload_format', 'file_format'):
+    assert ours.get_string_custom_property(key) == (
+        theirs.get_string_custom_property(key)), key
+  assert ours.split_names == '["train", "eval"]'
+
+
+def test_rows_are_shuffled_the_same_way_in_every_run(outputs):
+  ours, again, _, _ = outputs
+  # Written without TFX's global reshuffle: within a range, rows are in a
+  # fixed random order.
+  assert ours['train'] == again['train'] and ours['eval'] == again['eval']
+  data_rows = [e for e in ours['train'] if 'row' in e]
+  assert data_rows != sorted(data_rows, key=lambda e: int(
+      e.split('row')[1].split('"')[0]))
+
+
 def test_splits_are_stable_and_follow_the_hash_of_the_line(outputs):
-  ours, again, _ = outputs
-  assert ours == again
+  ours, again, _, _ = outputs
   assert ours['train'] and ours['eval']
   # Identical lines land in the same split.
   smith = [split for split, examples in ours.items()

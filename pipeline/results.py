@@ -46,6 +46,7 @@ class ComponentRun:
   node_id: str
   state: str  # complete | cached | failed | running | skipped | ...
   seconds: Optional[float] = None
+  started: Optional[float] = None  # seconds since the epoch
   outputs: Dict[str, List[metadata_store_pb2.Artifact]] = dataclasses.field(
       default_factory=dict)
 
@@ -145,7 +146,8 @@ def _component_runs(store, pipeline_name: str,
                execution.create_time_since_epoch) / 1000
     runs[node] = ComponentRun(
         node_id=node, state=_STATES.get(execution.last_known_state, 'unknown'),
-        seconds=seconds, outputs=outputs.get(execution.id, {}))
+        seconds=seconds, started=execution.create_time_since_epoch / 1000,
+        outputs=outputs.get(execution.id, {}))
   return runs
 
 
