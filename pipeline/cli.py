@@ -466,7 +466,23 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _ignore_tensorflow_teardown_errors() -> None:
+  """TF 2.16's AtomicFunction.__del__ fails when it runs during interpreter
+  teardown (the module globals it uses are gone), printing "Exception
+  ignored" tracebacks after the run's summary. Those, and only those, are
+  dropped."""
+  default_hook = sys.unraisablehook
+
+  def hook(unraisable):
+    if getattr(unraisable.object, '__qualname__', '') != (
+        'AtomicFunction.__del__'):
+      default_hook(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+  _ignore_tensorflow_teardown_errors()
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
   if unknown and not getattr(args, 'accepts_beam_args', False):

@@ -44,6 +44,11 @@ class _Run:
       assert time.monotonic() < deadline, f'no {text!r}:\n{self.output}'
       time.sleep(0.05)
 
+  def finish(self, seconds: float = 300) -> int:
+    code = self.process.wait(timeout=seconds)
+    self._reader.join()
+    return code
+
   def kill(self):
     self.process.send_signal(signal.SIGKILL)
     self.process.wait(timeout=30)
@@ -64,6 +69,22 @@ def _running_types(output: Path):
   return [types[e.type_id] for e in sorted(running, key=lambda e: e.id)]
 
 
+def _wait_until_running(output: Path, component: str, run: _Run,
+                        seconds: float = 120) -> None:
+  """Until MLMD holds `component`'s execution as RUNNING."""
+  deadline = time.monotonic() + seconds
+  while True:
+    assert run.process.poll() is None, run.output
+    assert time.monotonic() < deadline, f'{component} never RUNNING'
+    try:
+      running = _running_types(output)
+    except Exception:  # pylint: disable=broad-except  (store being created)
+      running = []
+    if running and running[-1].endswith('.' + component):
+      return
+    time.sleep(0.02)
+
+
 def test_runs_killed_inside_each_long_component_are_completed_later(
     taxi_sample, tmp_path):
   """Kill a run in ExampleGen, the next in Transform, the next in Trainer,
@@ -72,8 +93,10 @@ def test_runs_killed_inside_each_long_component_are_completed_later(
   output = tmp_path / 'run'
   args = ['--set', f'data.path={taxi_sample}', '--output', str(output)]
   killed_in = []
-  for component, delay in ((EXAMPLE_GEN, 1.0), (TRANSFORM, 3.0),
-                           (TRAINER, 1.0), (EVALUATOR, 2.0)):
+  # Each kill lands once MLMD has the component RUNNING, after a delay
+  # shorter than the component takes on the sample.
+  for component, delay in ((EXAMPLE_GEN, 0.0), (TRANSFORM, 3.0),
+                           (TRAINER, 0.3), (EVALUATOR, 1.0)):
     run = _Run(args)
     run.wait_for(f'] {component} ...')
     if component == TRANSFORM:
@@ -84,6 +107,7 @@ def test_runs_killed_inside_each_long_component_are_completed_later(
       assert 'another run is using' in busy.stderr
       assert f'pid {run.process.pid}' in busy.stderr
       assert time.monotonic() - started < 30
+    _wait_until_running(output, component, run)
     time.sleep(delay)
     assert run.process.poll() is None, run.output
     run.kill()
@@ -92,16 +116,20 @@ def test_runs_killed_inside_each_long_component_are_completed_later(
     assert running and running[-1].endswith('.' + component), (
         f'the kill meant for {component} left RUNNING: {running}')
 
-  final = run_cli(['run', *args])
-  assert final.exit_code == runner.EXIT_PUSHED, final.stdout + final.stderr
-  assert 'an earlier run was interrupted' in final.stdout
+  # In a child process too: its console must end with the summary, without
+  # tracebacks from TensorFlow's teardown.
+  final = _Run(args)
+  assert final.finish() == runner.EXIT_PUSHED, final.output
+  assert 'an earlier run was interrupted' in final.output
+  assert 'Traceback' not in final.output
+  assert final.output.rstrip().splitlines()[-1].startswith('Report: ')
   states = {line.split()[0]: line.split()[1] for line in
-            final.stdout.split('Components:')[1].split('\n\n')[0]
+            final.output.split('Components:')[1].split('\n\n')[0]
             .strip().splitlines()[1:]}
   # Everything that finished before the last kill is reused.
   for component in (EXAMPLE_GEN, 'StatisticsGen', 'SchemaGen',
                     'ExampleValidator', TRANSFORM, TRAINER):
-    assert states[component] == 'cached', (component, final.stdout)
+    assert states[component] == 'cached', (component, final.output)
   assert states[EVALUATOR] == 'complete'
   assert not [e for e in _executions(output) if e.last_known_state ==
               metadata_store_pb2.Execution.RUNNING]
