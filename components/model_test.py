@@ -24,7 +24,7 @@ from tfx.types import standard_artifacts
 
 from components import features
 from components import model
-from components.preprocessing import preprocessing_fn
+from components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
 
 LABEL = 'fare'
 CUSTOM_CONFIG = features.make_custom_config(
@@ -79,7 +79,8 @@ def _transform(tmp_path, rows):
   examples = standard_artifacts.Examples()
   examples.uri = str(tmp_path / 'transformed_examples')
   examples.split_names = '["train", "eval"]'
-  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp')):
+  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'),
+                        force_tf_compat_v1=FORCE_TF_COMPAT_V1):
     (transformed, _), transform_fn = (
         (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG)))

@@ -20,6 +20,13 @@ import tensorflow_transform as tft
 from components import features
 
 
+# tf.Transform traces preprocessing_fn as a TF1 graph rather than as a
+# tf.function: 2-2.5 s less per Transform run on the bundled data, and the
+# exported layer loads faster wherever the model is loaded (the Evaluator,
+# serving). The transformed values are the same.
+FORCE_TF_COMPAT_V1 = True
+
+
 def _dense(tensor, dtype, missing):
   """A [batch] tensor of `dtype` from a [batch, 1] dense or a [batch, <=1]
   sparse input (a CSV column with empty cells), `missing` where absent."""

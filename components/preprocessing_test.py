@@ -12,7 +12,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
 from components import features
-from components.preprocessing import preprocessing_fn
+from components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
 from components.preprocessing import Z_SCORE_LIMIT
 
 CUSTOM_CONFIG = features.make_custom_config(
@@ -46,7 +46,8 @@ def _analyze_and_transform(tmp_path, rows, more_rows):
   metadata = dataset_metadata.DatasetMetadata(
       schema_utils.schema_from_feature_spec(RAW_SPEC))
   output_dir = tmp_path / 'transform_output'
-  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp')):
+  with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'),
+                        force_tf_compat_v1=FORCE_TF_COMPAT_V1):
     (transformed, _), transform_fn = (
         (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             functools.partial(preprocessing_fn,

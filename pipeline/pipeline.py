@@ -17,6 +17,7 @@ from components import atomic_pusher
 from components import csv_example_gen
 from components import features
 from components import metrics
+from components import preprocessing
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'components.preprocessing.preprocessing_fn'
@@ -125,7 +126,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
-      disable_statistics=True)
+      disable_statistics=True,
+      force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1)
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
       examples=transform.outputs['transformed_examples'],
