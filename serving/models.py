@@ -45,9 +45,10 @@ class SignatureFunction:
 
   def __init__(self, function):
     self._function = function
-    args, kwargs = function.structured_input_signature
-    # tf.nest's order for a dict: sorted keys.
-    self._specs = [] if args else sorted(kwargs.items())
+    # Signatures take keyword arguments only; flat, they are in tf.nest's
+    # order for a dict: sorted keys.
+    _, kwargs = function.structured_input_signature
+    self._specs = sorted(kwargs.items())
     self.input_dtypes: Dict[str, tf.DType] = {
         name: spec.dtype for name, spec in self._specs}
 
