@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import List, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -60,9 +61,14 @@ def make_data(directory: Path, rows: int) -> Path:
   return path
 
 
+class Sample(NamedTuple):
+  at: float   # seconds since the epoch
+  pss: float  # MiB, summed over the process tree
+  rss: float  # MiB, summed over the process tree
+
+
 def _timed(command, cwd: Path, log: Path):
-  """(wall seconds, [(epoch seconds, PSS and RSS of the process tree in
-  MiB)], exit code)."""
+  """(wall seconds, [Sample], exit code)."""
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1', PYTHONUNBUFFERED='1')
   samples = []
   started = time.monotonic()
@@ -77,8 +83,9 @@ def _timed(command, cwd: Path, log: Path):
         try:
           tree = [root] + root.children(recursive=True)
           memory = [p.memory_full_info() for p in tree if p.is_running()]
-          samples.append((time.time(), sum(m.pss for m in memory) / 2**20,
-                          sum(m.rss for m in memory) / 2**20))
+          samples.append(Sample(time.time(),
+                                sum(m.pss for m in memory) / 2**20,
+                                sum(m.rss for m in memory) / 2**20))
         except psutil.Error:
           pass
 
@@ -90,11 +97,11 @@ def _timed(command, cwd: Path, log: Path):
   return time.monotonic() - started, samples, code
 
 
-def _peak(samples, start: float = 0.0, end: float = float('inf'),
-          kind: int = 1) -> float:
-  """Peak PSS (kind 1) or RSS (kind 2) between `start` and `end`."""
-  return max((sample[kind] for sample in samples
-              if start <= sample[0] <= end), default=0.0)
+def _peak(samples: List[Sample], start: float = 0.0,
+          end: float = float('inf'), field: str = 'pss') -> float:
+  """Peak of `field` (pss or rss) between `start` and `end`."""
+  return max((getattr(sample, field) for sample in samples
+              if start <= sample.at <= end), default=0.0)
 
 
 def run_template(work: Path, data: Path):
@@ -155,7 +162,7 @@ def main() -> None:
             node: _peak(samples, run.started, run.started + run.seconds)
             for node, run in runs.items()}
         results[rows, name] = (seconds, _peak(samples),
-                               _peak(samples, kind=2), code, parts)
+                               _peak(samples, field='rss'), code, parts)
         print(f'{name} {rows:,} rows: {seconds:.0f} s, peak PSS '
               f'{_peak(samples):,.0f} MiB, exit {code}', flush=True)
   print(f'\n### Run of {datetime.date.today()} ({platform.node()}, '

@@ -287,7 +287,6 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             os.path.join(input_base, split.pattern), [name], None, name))[name]
         for name, split in zip(split_names, input_config.splits)}
 
-
   def Do(self, input_dict: Dict[str, List[tfx_artifact.Artifact]],
          output_dict: Dict[str, List[tfx_artifact.Artifact]],
          exec_properties: Dict[str, Any]) -> None:

@@ -5,11 +5,12 @@ columns), so the same code serves any CSV: numeric columns are z-scored
 (clipped to +-5), with missing values imputed by the mean; string columns,
 and numeric columns configured as categorical, share one vocabulary of
 `column=value` tokens with OOV buckets, and become one row of vocabulary ids
-(`categorical_ids`, one id per column). One vocabulary rather than one per column: each tf.Transform
-vocabulary is its own Beam sub-pipeline, a second or more of fixed cost. A
-missing value is '', which tf.Transform keeps out of vocabularies, so it
-lands in an OOV bucket like an unseen value. The label passes through as
-float32, NaN where it is missing or not finite, for the Trainer to drop.
+(`categorical_ids`, one id per column). One vocabulary rather than one per
+column: each tf.Transform vocabulary is its own Beam sub-pipeline, a second
+or more of fixed cost. A missing value is '', which tf.Transform keeps out
+of vocabularies, so it lands in an OOV bucket like an unseen value. The
+label passes through as float32, NaN where it is missing or not finite, for
+the Trainer to drop.
 """
 
 from typing import Any, Dict, Mapping

@@ -115,8 +115,8 @@ BEAM_PROFILES = {
 
 # `auto`: the in-memory DirectRunner for inputs below this many rows, the
 # multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
-# Its workers cost ~15 s of start-up per run and save ~17 s per 100k rows:
-# 0.64x in-memory's wall time at 1.5M rows, 1.2x at 150k (BENCHMARKS.md).
+# Its workers cost ~38 s of start-up per run and save ~13 s per 100k rows:
+# 0.68x in-memory's wall time at 1.5M rows, 1.56x at 150k (BENCHMARKS.md).
 AUTO_PROFILE = 'auto'
 MULTI_PROCESS_FROM_ROWS = 300_000
 
