@@ -4,6 +4,8 @@ Every runner (local, Beam, and later Kubeflow) builds its pipeline here from
 the one `PipelineConfig`.
 """
 
+import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any, List, NamedTuple, Optional
 
@@ -35,6 +37,22 @@ PUSHER = 'Pusher'
 
 
 TARGETS = ('local', 'kubeflow')
+# custom_config key holding the digest of a component's module code.
+CODE_DIGEST = 'code_sha256'
+
+
+def code_digest(*functions: str) -> str:
+  """SHA-256 of the source of the modules defining `functions` (import
+  paths) and of `components.features`, which they all use.
+
+  Transform and Trainer name their code by import path, which TFX's cache
+  key does not cover; with the digest in their custom_config, an edit to the
+  preprocessing or model code reruns them instead of reusing a stale result.
+  """
+  digest = hashlib.sha256()
+  for module in [f.rsplit('.', 1)[0] for f in functions] + [features.__name__]:
+    digest.update(Path(importlib.util.find_spec(module).origin).read_bytes())
+  return digest.hexdigest()
 
 
 class Placement(NamedTuple):
@@ -122,7 +140,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
-      custom_config=custom_config,
+      custom_config=dict(custom_config, **{
+          CODE_DIGEST: code_digest(PREPROCESSING_FN)}),
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
@@ -139,7 +158,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
                          solver=config.training.solver,
                          l2=config.training.l2,
                          batch_size=config.training.batch_size,
-                         learning_rate=config.training.learning_rate))
+                         learning_rate=config.training.learning_rate,
+                         **{CODE_DIGEST: code_digest(RUN_FN)}))
   model_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),

@@ -1,11 +1,15 @@
 """End to end: the real TFX pipeline on a sample of the bundled taxi data.
 
 One output directory serves the tests in order: the first run pushes, the
-second is served from the cache, and an impossible threshold pushes nothing.
+second is served from the cache, an edit to the model code retrains, and an
+impossible threshold pushes nothing.
 """
 
+import importlib
+import importlib.util
 import math
 from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
@@ -156,6 +160,28 @@ def test_second_run_is_served_from_cache(first_run, taxi_sample, output_dir):
   assert results.baseline_metrics[OVERALL][RMSE] == pytest.approx(
       results.metrics[OVERALL][RMSE])
   assert [c.passed for c in results.thresholds] == [True, True]
+
+
+def test_edited_model_code_reruns_the_trainer(first_run, taxi_sample,
+                                              output_dir, tmp_path,
+                                              monkeypatch):
+  # components.model with one line added, loaded from its own file in place
+  # of the original: the Trainer must run the edited code, not reuse the
+  # model cached for the old code.
+  original = importlib.import_module('components.model')
+  edited_file = tmp_path / 'model.py'
+  edited_file.write_text(Path(original.__file__).read_text() + '\n# Edit.\n')
+  spec = importlib.util.spec_from_file_location(original.__name__,
+                                                edited_file)
+  edited = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(edited)
+  monkeypatch.setitem(sys.modules, original.__name__, edited)
+  result = run_cli(_args(taxi_sample, output_dir))
+  assert result.exit_code == runner.EXIT_PUSHED, result.stderr
+  states = {c.node_id: c.state for c in
+            load_run_results(_config(output_dir)).components}
+  assert states[pipeline_def.TRANSFORM] == 'cached', states
+  assert states[pipeline_def.TRAINER] == 'complete', states
 
 
 def test_impossible_threshold_pushes_nothing(first_run, taxi_sample,
