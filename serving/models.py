@@ -48,18 +48,26 @@ class SignatureFunction:
     # Signatures take keyword arguments only; flat, they are in tf.nest's
     # order for a dict: sorted keys.
     _, kwargs = function.structured_input_signature
-    self._specs = sorted(kwargs.items())
+    specs = sorted(kwargs.items())
     self.input_dtypes: Dict[str, tf.DType] = {
-        name: spec.dtype for name, spec in self._specs}
+        name: spec.dtype for name, spec in specs}
+    # (name, dtype, dims or None for any shape): TensorShape's own
+    # compatibility check costs more than the rest of the binding.
+    self._checks = [(name, spec.dtype, None if spec.shape.rank is None
+                     else tuple(spec.shape.as_list())) for name, spec in specs]
 
   def __call__(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    if len(inputs) == len(self._specs):
+    if len(inputs) == len(self._checks):
       flat = []
-      for name, spec in self._specs:
+      for name, dtype, dims in self._checks:
         tensor = inputs.get(name)
-        if (tensor is None or tensor.dtype != spec.dtype or
-            not spec.shape.is_compatible_with(tensor.shape)):
+        if tensor is None or tensor.dtype != dtype:
           break
+        if dims is not None:
+          shape = tensor.shape
+          if len(shape) != len(dims) or any(
+              d is not None and d != n for d, n in zip(dims, shape)):
+            break
         flat.append(tensor)
       else:
         return self._function._call_flat(  # pylint: disable=protected-access
