@@ -42,10 +42,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
-from tfx import v1 as tfx
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import utils
 from tfx.components.example_gen import write_split
+from tfx.components.example_gen.csv_example_gen import component
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
@@ -320,6 +320,6 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples, write_split.to_file_format_str(file_format))
 
 
-class CsvExampleGen(tfx.components.CsvExampleGen):
+class CsvExampleGen(component.CsvExampleGen):
   """TFX's CsvExampleGen (same spec, artifacts and id) with this executor."""
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)

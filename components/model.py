@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tensorflow.core.protobuf import saved_model_pb2
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
 from components import features
@@ -37,6 +37,7 @@ RAW_SIGNATURE = 'serving_raw'
 LEAST_SQUARES_BATCH = 4096
 
 
+@tf.autograph.experimental.do_not_convert  # no control flow to convert
 def _drop_unlabelled(batch_features, labels):
   """Drops rows whose label is NaN (missing or not finite in the raw data)."""
   keep = tf.math.is_finite(labels)
@@ -45,17 +46,31 @@ def _drop_unlabelled(batch_features, labels):
 
 
 def _dataset(file_pattern: List[str],
-             data_accessor: tfx.components.DataAccessor,
+             data_accessor: DataAccessor,
              tft_output: tft.TFTransformOutput, label: str,
              batch_size: int, one_pass: bool = False) -> tf.data.Dataset:
   """Batches of (transformed features, label); endless and shuffled for
-  SGD, or each row once and in order (`one_pass`)."""
+  SGD, or each row once and in order (`one_pass`).
+
+  The files hold raw examples: Transform does not write transformed ones
+  (a Beam pass over the data and a second copy of it on disk), because the
+  transform graph applied here, batch by batch, costs less.
+  """
   options = tfxio.TensorFlowDatasetOptions(
-      batch_size=batch_size, label_key=label,
-      num_epochs=1 if one_pass else None, shuffle=not one_pass)
+      batch_size=batch_size, num_epochs=1 if one_pass else None,
+      shuffle=not one_pass)
+  transform = tft_output.transform_features_layer()
+
+  # Not converted by autograph (tf.data's default): converting the
+  # tf.Transform layer's code takes seconds, and it has no control flow.
+  @tf.autograph.experimental.do_not_convert
+  def transformed(raw_features):
+    batch_features = dict(transform(raw_features))
+    return batch_features, batch_features.pop(label)
+
   return data_accessor.tf_dataset_factory(
-      file_pattern, options,
-      tft_output.transformed_metadata.schema).map(_drop_unlabelled)
+      file_pattern, options, tft_output.raw_metadata.schema).map(
+          transformed).map(_drop_unlabelled)
 
 
 def label_moments(dataset: tf.data.Dataset, max_batches: int = 100):
@@ -214,7 +229,7 @@ def _serving_signatures(model: keras.Model, tft_output: tft.TFTransformOutput,
   }
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point."""
   custom_config = fn_args.custom_config
   label = custom_config[features.LABEL]
@@ -235,7 +250,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   mark_as_regression_signature(fn_args.serving_model_dir, 'serving_default')
 
 
-def _fit_sgd(fn_args: tfx.components.FnArgs,
+def _fit_sgd(fn_args: FnArgs,
              tft_output: tft.TFTransformOutput, label: str) -> keras.Model:
   custom_config = fn_args.custom_config
   batch_size = custom_config['batch_size']

@@ -12,7 +12,6 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow_transform as tft
-from tensorflow_transform import coders as tft_coders
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import metadata_io
@@ -72,30 +71,28 @@ def _example(row, with_label=True):
 
 
 def _transform(tmp_path, rows):
-  """Writes the transform graph and the transformed examples, as TFX does."""
+  """Writes the transform graph and the raw examples, as TFX does (Transform
+  does not materialize transformed examples: run_fn transforms them)."""
   metadata = dataset_metadata.DatasetMetadata(
       schema_utils.schema_from_feature_spec(RAW_SPEC))
   graph_dir = tmp_path / 'transform_graph'
   examples = standard_artifacts.Examples()
-  examples.uri = str(tmp_path / 'transformed_examples')
+  examples.uri = str(tmp_path / 'examples')
   examples.split_names = '["train", "eval"]'
   with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'),
                         force_tf_compat_v1=FORCE_TF_COMPAT_V1):
-    (transformed, _), transform_fn = (
-        (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG)))
+    transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(
+        functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG))
     _ = transform_fn | tft_beam.WriteTransformFn(str(graph_dir))
   metadata_io.write_metadata(
       metadata, str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
-  encoder = tft_coders.ExampleProtoCoder(
-      tft.TFTransformOutput(str(graph_dir)).transformed_metadata.schema)
   for split in ('train', 'eval'):
-    split_dir = tmp_path / 'transformed_examples' / f'Split-{split}'
+    split_dir = tmp_path / 'examples' / f'Split-{split}'
     split_dir.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(split_dir / 'data.gz'),
                               options='GZIP') as writer:
-      for row in transformed:
-        writer.write(encoder.encode(row))
+      for row in rows:
+        writer.write(_example(row).SerializeToString())
   return graph_dir, examples
 
 

@@ -10,10 +10,30 @@ from pathlib import Path
 from typing import Any, List, NamedTuple, Optional
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+# Each class from its module, not `from tfx import v1`: that also imports
+# every TFX extension (Google Cloud clients, KFP), ~2.4 s a run.
+from tfx.components.evaluator.component import Evaluator
+from tfx.components.example_validator.component import ExampleValidator
+from tfx.components.pusher.component import Pusher
+from tfx.components.schema_gen.component import SchemaGen
+from tfx.components.schema_gen.import_schema_gen.component import (
+    ImportSchemaGen)
+from tfx.components.statistics_gen.component import StatisticsGen
+from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.experimental.conditionals.conditional import Cond
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
 from tfx.dsl.placeholder import placeholder as ph
+from tfx.orchestration.metadata import sqlite_metadata_connection_config
+from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2
+from tfx.proto import pusher_pb2
+from tfx.proto import trainer_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components import atomic_pusher
 from components import csv_example_gen
@@ -76,7 +96,7 @@ def placement(config: PipelineConfig, target: str = 'local') -> Placement:
       data_path=config.data.path, pipeline_root=config.pipeline_root,
       serving_model_dir=config.serving_model_dir,
       beam_args=config.beam_args(),
-      metadata=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      metadata=sqlite_metadata_connection_config(
           config.metadata_path))
 
 
@@ -136,7 +156,7 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       exclude_features=config.data.exclude_features,
       categorical_features=config.data.categorical_features,
       oov_buckets=config.training.oov_buckets)
-  transform = tfx.components.Transform(
+  transform = Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
@@ -146,36 +166,39 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
       disable_statistics=True,
-      force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1)
-  trainer = tfx.components.Trainer(
+      force_tf_compat_v1=preprocessing.FORCE_TF_COMPAT_V1,
+      # The Trainer transforms the raw examples as it reads them (see
+      # components/model.py): no transformed copy of the data is written.
+      materialize=False)
+  trainer = Trainer(
       run_fn=RUN_FN,
-      examples=transform.outputs['transformed_examples'],
+      examples=example_gen.outputs['examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      train_args=tfx.proto.TrainArgs(num_steps=config.training.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=config.training.eval_steps),
+      train_args=trainer_pb2.TrainArgs(num_steps=config.training.train_steps),
+      eval_args=trainer_pb2.EvalArgs(num_steps=config.training.eval_steps),
       custom_config=dict(custom_config,
                          solver=config.training.solver,
                          l2=config.training.l2,
                          batch_size=config.training.batch_size,
                          learning_rate=config.training.learning_rate,
                          **{CODE_DIGEST: code_digest(RUN_FN)}))
-  model_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(
-          type=tfx.types.standard_artifacts.ModelBlessing),
+  model_resolver = Resolver(
+      strategy_class=LatestBlessedModelStrategy,
+      model=Channel(type=standard_artifacts.Model),
+      model_blessing=Channel(
+          type=standard_artifacts.ModelBlessing),
   ).with_id(RESOLVER)
-  evaluator = tfx.components.Evaluator(
+  evaluator = Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
       eval_config=eval_config(config))
-  pusher = tfx.components.Pusher(
+  pusher = Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
               base_directory=where.serving_model_dir)),
       custom_executor_spec=executor_spec.ExecutorClassSpec(
           atomic_pusher.Executor))
@@ -183,7 +206,7 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
 
 
 def create_pipeline(config: PipelineConfig,
-                    target: str = 'local') -> tfx.dsl.Pipeline:
+                    target: str = 'local') -> Pipeline:
   """The pipeline of `config`, placed on this machine or on Kubeflow."""
   where = placement(config, target)
   input_base, pattern = csv_input(where.data_path)
@@ -198,18 +221,18 @@ def create_pipeline(config: PipelineConfig,
               example_gen_pb2.SplitConfig.Split(
                   name='eval', hash_buckets=config.split.eval_buckets),
           ])))
-  statistics_gen = tfx.components.StatisticsGen(
+  statistics_gen = StatisticsGen(
       examples=example_gen.outputs['examples'])
   if config.data.schema:
-    schema_gen = tfx.components.ImportSchemaGen(
+    schema_gen = ImportSchemaGen(
         schema_file=config.data.schema).with_id(SCHEMA_GEN)
   else:
     # Shapes are not inferred: every column may be missing at serving time,
     # so all are parsed as variable-length and imputed by the transform.
-    schema_gen = tfx.components.SchemaGen(
+    schema_gen = SchemaGen(
         statistics=statistics_gen.outputs['statistics'],
         infer_feature_shape=False)
-  example_validator = tfx.components.ExampleValidator(
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
@@ -222,12 +245,12 @@ def create_pipeline(config: PipelineConfig,
     # (Components join a Cond by being created inside it.)
     blessed = example_validator.outputs['anomalies'].future()[0] \
         .custom_property('blessed')
-    with tfx.dsl.Cond(ph.logical_and(blessed['train'] == 1,
+    with Cond(ph.logical_and(blessed['train'] == 1,
                                      blessed['eval'] == 1)):
       components += _model_components(config, where, example_gen,
                                       schema_gen)
 
-  return tfx.dsl.Pipeline(
+  return Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=where.pipeline_root,
       metadata_connection_config=where.metadata,

@@ -141,8 +141,8 @@ def _dag_runner(orchestrator: str):
   if orchestrator == 'beam':
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
     return BeamDagRunner()
-  from tfx import v1 as tfx
-  return tfx.orchestration.LocalDagRunner()
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+  return LocalDagRunner()
 
 
 def run(config: PipelineConfig,
