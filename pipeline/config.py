@@ -115,10 +115,11 @@ BEAM_PROFILES = {
 
 # `auto`: the in-memory DirectRunner for inputs below this many rows, the
 # multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
-# Its workers cost ~38 s of start-up per run and save ~13 s per 100k rows:
-# 0.68x in-memory's wall time at 1.5M rows, 1.56x at 150k (BENCHMARKS.md).
+# Its workers cost ~40 s of start-up per run and save ~12.6 s per 100k rows,
+# so the two meet near 450k rows: 0.66x in-memory's wall time at 1.5M rows,
+# 1.64x at 150k (BENCHMARKS.md, third session).
 AUTO_PROFILE = 'auto'
-MULTI_PROCESS_FROM_ROWS = 300_000
+MULTI_PROCESS_FROM_ROWS = 450_000
 
 
 @dataclasses.dataclass
