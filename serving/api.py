@@ -113,6 +113,8 @@ def predict_json(outputs: Mapping[str, np.ndarray], row_format: bool,
 def decode_strings(value):
   """JSON values for a string tensor: {"b64": ...} and text become bytes."""
   if isinstance(value, list):
+    if all(type(v) is str for v in value):  # the common case, in one pass
+      return [v.encode('utf-8') for v in value]
     return [decode_strings(v) for v in value]
   if isinstance(value, dict):
     if set(value) == {'b64'} and isinstance(value['b64'], str):
