@@ -61,7 +61,7 @@ TARGETS = ('local', 'kubeflow')
 CODE_DIGEST = 'code_sha256'
 
 
-def code_digest(*functions: str) -> str:
+def _code_digest(*functions: str) -> str:
   """SHA-256 of the source of the modules defining `functions` (import
   paths) and of `components.features`, which they all use.
 
@@ -96,8 +96,7 @@ def placement(config: PipelineConfig, target: str = 'local') -> Placement:
       data_path=config.data.path, pipeline_root=config.pipeline_root,
       serving_model_dir=config.serving_model_dir,
       beam_args=config.beam_args(),
-      metadata=sqlite_metadata_connection_config(
-          config.metadata_path))
+      metadata=sqlite_metadata_connection_config(config.metadata_path))
 
 
 def csv_input(data_path: str):
@@ -161,7 +160,7 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dict(custom_config, **{
-          CODE_DIGEST: code_digest(PREPROCESSING_FN)}),
+          CODE_DIGEST: _code_digest(PREPROCESSING_FN)}),
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
@@ -182,12 +181,11 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
                          l2=config.training.l2,
                          batch_size=config.training.batch_size,
                          learning_rate=config.training.learning_rate,
-                         **{CODE_DIGEST: code_digest(RUN_FN)}))
+                         **{CODE_DIGEST: _code_digest(RUN_FN)}))
   model_resolver = Resolver(
       strategy_class=LatestBlessedModelStrategy,
       model=Channel(type=standard_artifacts.Model),
-      model_blessing=Channel(
-          type=standard_artifacts.ModelBlessing),
+      model_blessing=Channel(type=standard_artifacts.ModelBlessing),
   ).with_id(RESOLVER)
   evaluator = Evaluator(
       examples=example_gen.outputs['examples'],
