@@ -110,6 +110,11 @@ def predict_json(outputs: Mapping[str, np.ndarray], row_format: bool,
                       for name, array in outputs.items()}}
 
 
+def is_b64(value: dict) -> bool:
+  """Whether a JSON object is TF Serving's {"b64": ...} form of bytes."""
+  return len(value) == 1 and 'b64' in value
+
+
 def decode_strings(value):
   """JSON values for a string tensor: {"b64": ...} and text become bytes."""
   if isinstance(value, list):
@@ -117,7 +122,7 @@ def decode_strings(value):
       return [v.encode('utf-8') for v in value]
     return [decode_strings(v) for v in value]
   if isinstance(value, dict):
-    if set(value) == {'b64'} and isinstance(value['b64'], str):
+    if is_b64(value) and isinstance(value['b64'], str):
       try:
         return base64.b64decode(value['b64'], validate=True)
       except ValueError as e:

@@ -69,17 +69,13 @@ def _check_depth(value: Any) -> None:
 INLINE_MAX_BODY_BYTES = 4096
 
 
-def _is_b64(value: dict) -> bool:
-  return len(value) == 1 and 'b64' in value
-
-
 def _rows_from_instances(instances: List[Any], input_names: List[str]
                          ) -> Dict[str, list]:
   """Row format -> one column per input."""
   if not isinstance(instances, list) or not instances:
     raise ServingError(Code.INVALID_ARGUMENT,
                        "'instances' must be a non-empty JSON list")
-  if all(isinstance(i, dict) and not _is_b64(i) for i in instances):
+  if all(isinstance(i, dict) and not api.is_b64(i) for i in instances):
     keys = list(instances[0])
     key_set = instances[0].keys()
     for index, instance in enumerate(instances):
@@ -91,7 +87,7 @@ def _rows_from_instances(instances: List[Any], input_names: List[str]
             f'{sorted(instance)} differ from the first element\'s '
             f'{sorted(keys)}')
     return {key: [instance[key] for instance in instances] for key in keys}
-  if any(isinstance(i, dict) and not _is_b64(i) for i in instances):
+  if any(isinstance(i, dict) and not api.is_b64(i) for i in instances):
     raise ServingError(Code.INVALID_ARGUMENT,
                        "'instances' mixes JSON objects and plain values")
   if len(input_names) != 1:
@@ -226,7 +222,7 @@ class ModelHandler(tornado.web.RequestHandler):
     input_names = list(function.input_dtypes)
     if has_instances:
       columns = _rows_from_instances(body['instances'], input_names)
-    elif isinstance(body['inputs'], dict) and not _is_b64(body['inputs']):
+    elif isinstance(body['inputs'], dict) and not api.is_b64(body['inputs']):
       columns = body['inputs']
     elif len(input_names) == 1:
       columns = {input_names[0]: body['inputs']}
