@@ -56,9 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    default=DEFAULT_MAX_BODY_BYTES,
                    help='largest REST body / gRPC message (default 16 MiB)')
   own.add_argument('--request_timeout_seconds', type=float, default=30.0,
-                   help='longest wait for a REST request\'s headers or body, '
-                   'and for an idle connection (default 30): slow clients '
-                   'cannot hold connections open')
+                   help='longest time a REST connection may take to send a '
+                   'whole request, idle time before it included (default '
+                   '30): slow clients cannot hold connections open')
   own.add_argument('--tensorflow_model_server', metavar='PATH',
                    help='run this tensorflow_model_server binary; default: '
                    'the one on PATH, if any')
@@ -188,12 +188,11 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
   print(f'gRPC on {args.bind_address}:{args.port}', flush=True)
   if args.rest_api_port:
     http_server = tornado.httpserver.HTTPServer(
-        rest.make_app(service, args.max_body_bytes),
+        rest.RestServer(service, args.max_body_bytes,
+                        args.request_timeout_seconds),
         max_body_size=args.max_body_bytes + 1,
         max_buffer_size=args.max_body_bytes + 1,
-        max_header_size=MAX_HEADER_BYTES,
-        idle_connection_timeout=args.request_timeout_seconds,  # and headers
-        body_timeout=args.request_timeout_seconds)
+        max_header_size=MAX_HEADER_BYTES)
     http_server.listen(args.rest_api_port, address=args.bind_address)
     loop.asyncio_loop.set_default_executor(
         futures.ThreadPoolExecutor(args.rest_api_num_threads))
