@@ -149,6 +149,15 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(
       hour=tf.constant([1], tf.int64))[model.PREDICTION_KEY].numpy()
   assert np.isfinite(imputed).all()
 
+  # Columns of different lengths are an error, whichever one is short.
+  columns = dict(miles=tf.constant([2.0, 3.0]),
+                 payment=tf.constant(['Cash', 'Card']),
+                 hour=tf.constant([1, 2], tf.int64))
+  for name, column in columns.items():
+    with pytest.raises(tf.errors.InvalidArgumentError):
+      loaded.signatures[model.RAW_SIGNATURE](**dict(columns,
+                                                    **{name: column[:1]}))
+
 
 def test_least_squares_is_the_ridge_solution(tmp_path):
   """The streamed fit equals numpy's ridge solution on the materialized X."""
