@@ -16,6 +16,7 @@ import base64
 import email.utils
 import json
 import logging
+import operator
 import re
 from typing import Any, Dict, List, Tuple
 
@@ -51,11 +52,19 @@ def _json_value(array: np.ndarray, name: str):
 MAX_JSON_DEPTH = 64
 
 
+_CONTAINERS = frozenset((list, dict))
+
+
 def _check_depth(value: Any) -> None:
-  """ServingError if lists/objects nest deeper than MAX_JSON_DEPTH."""
-  # Level by level, keeping only the containers: a request of many rows is
-  # thousands of scalars, each looked at once.
-  level, depth = [value], 1
+  """ServingError if lists/objects nest deeper than MAX_JSON_DEPTH.
+
+  Applied to each input's values (and to examples) before they are decoded:
+  nothing else in a request is descended into.
+  """
+  # Level by level, keeping only the containers; a node's children are
+  # looked through at C speed (map), as a column of many rows is thousands
+  # of scalars.
+  level, depth = [value] if type(value) in _CONTAINERS else [], 1
   while level:
     if depth > MAX_JSON_DEPTH:
       raise ServingError(Code.INVALID_ARGUMENT,
@@ -63,7 +72,8 @@ def _check_depth(value: Any) -> None:
     containers = []
     for node in level:
       children = node.values() if type(node) is dict else node
-      containers += [c for c in children if type(c) is list or type(c) is dict]
+      if not _CONTAINERS.isdisjoint(map(type, children)):
+        containers += [c for c in children if type(c) in _CONTAINERS]
     level, depth = containers, depth + 1
 
 
@@ -77,18 +87,24 @@ def _rows_from_instances(instances: List[Any], input_names: List[str]
   if not isinstance(instances, list) or not instances:
     raise ServingError(Code.INVALID_ARGUMENT,
                        "'instances' must be a non-empty JSON list")
-  if all(isinstance(i, dict) and not api.is_b64(i) for i in instances):
-    keys = list(instances[0])
-    key_set = instances[0].keys()
-    for index, instance in enumerate(instances):
-      if instance.keys() != key_set:
-        raise ServingError(
-            Code.INVALID_ARGUMENT,
-            f'Failed to process element: {index} of \'instances\' list. '
-            f'JSON object: {orjson.dumps(instance).decode()} keys '
-            f'{sorted(instance)} differ from the first element\'s '
-            f'{sorted(keys)}')
-    return {key: [instance[key] for instance in instances] for key in keys}
+  first = instances[0]
+  if set(map(type, instances)) == {dict} and not api.is_b64(first):
+    keys, key_set = list(first), first.keys()
+    if not all(map(key_set.__eq__, map(dict.keys, instances))):
+      index, instance = next((i, instance) for i, instance in
+                             enumerate(instances) if instance.keys() != key_set)
+      _check_depth(instance)  # before it is quoted back
+      raise ServingError(
+          Code.INVALID_ARGUMENT,
+          f'Failed to process element: {index} of \'instances\' list. '
+          f'JSON object: {orjson.dumps(instance).decode()} keys '
+          f'{sorted(instance)} differ from the first element\'s '
+          f'{sorted(keys)}')
+    if len(keys) < 2:  # itemgetter of one key gives values, not tuples
+      return {key: [instance[key] for instance in instances] for key in keys}
+    # Rows to columns by map and zip: a third of the loops' time.
+    return dict(zip(keys, map(list, zip(*map(operator.itemgetter(*keys),
+                                             instances)))))
   if any(isinstance(i, dict) and not api.is_b64(i) for i in instances):
     raise ServingError(Code.INVALID_ARGUMENT,
                        "'instances' mixes JSON objects and plain values")
@@ -176,7 +192,6 @@ class RestApi:
     if not isinstance(body, dict):
       raise ServingError(Code.INVALID_ARGUMENT,
                          'The request body must be a JSON object')
-    _check_depth(body)
     return body
 
   def _predict(self, servable, signature_name, body):
@@ -200,6 +215,8 @@ class RestApi:
           Code.INVALID_ARGUMENT,
           "'inputs' must be a JSON object with one key per input: the "
           f'signature has {len(input_names)} inputs')
+    for value in columns.values():
+      _check_depth(value)
     inputs = {name: api.decode_strings(value)
               if function.input_dtypes.get(name) == tf.string else value
               for name, value in columns.items()}
@@ -215,6 +232,8 @@ class RestApi:
     context = body.get('context') or {}
     if not isinstance(context, dict):
       raise ServingError(Code.INVALID_ARGUMENT, "'context' must be an object")
+    _check_depth(examples)
+    _check_depth(context)
     serialized = []
     for index, example in enumerate(examples):
       if not isinstance(example, dict):
