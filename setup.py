@@ -18,6 +18,8 @@ setup(
         'PyYAML>=6',
         'matplotlib>=3.8,<3.10',  # plots in notebooks and the HTML report
     ],
-    extras_require={'test': ['pytest', 'hypothesis', 'schemathesis']},
+    # pycurl: bench/serving_bench.py's C HTTP client (libcurl).
+    extras_require={'test': ['pytest', 'hypothesis', 'schemathesis',
+                             'pycurl']},
     entry_points={'console_scripts': ['tfx-e2e=pipeline.cli:main']},
 )

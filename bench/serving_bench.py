@@ -5,7 +5,9 @@
 Serves the latest pushed model (default: ./output/serving/taxi_fare, from
 `make run`) with `tfx-e2e serve` in a subprocess, once without and once with
 --enable_batching, and measures in the same run:
-- p50/p99 latency of a one-instance predict (REST, gRPC, in-process);
+- p50/p99 latency of a one-instance predict (REST, gRPC, in-process). REST
+  is measured with two clients: libcurl (a C client, as curl) and Python's
+  http.client, whose own request and response handling costs ~0.2 ms;
 - throughput in examples/s with 1, 8 and 32 concurrent clients sending
   1-row and 256-row requests, next to in-process calls of the same size.
 Clients are threads in this process, on the same 2 cores as the server.
@@ -15,6 +17,7 @@ Prints a Markdown report for BENCHMARKS.md.
 import argparse
 import datetime
 import http.client
+import io
 import json
 import os
 import platform
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import PipelineConfig  # noqa: E402  (environment first)
 from pipeline.prediction import latest_version_dir  # noqa: E402
 import grpc  # noqa: E402
+import pycurl  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
@@ -72,6 +76,23 @@ def _rest_caller(server, name, rows):
     response = connection.getresponse()
     response.read()
     assert response.status == 200
+  return call
+
+
+def _curl_caller(server, name, rows):
+  curl = pycurl.Curl()  # one connection, kept alive, as http.client's
+  curl.setopt(pycurl.URL, f'{server.rest}/v1/models/{name}:predict')
+  curl.setopt(pycurl.POSTFIELDS, _rest_body(rows))
+  curl.setopt(pycurl.HTTPHEADER, ['Content-Type: application/json'])
+  curl.setopt(pycurl.TCP_NODELAY, 1)
+  response = io.BytesIO()
+  curl.setopt(pycurl.WRITEFUNCTION, response.write)
+
+  def call():
+    response.seek(0)
+    response.truncate()
+    curl.perform()
+    assert curl.getinfo(pycurl.RESPONSE_CODE) == 200, response.getvalue()
   return call
 
 
@@ -156,7 +177,9 @@ def main():
     with running_server(OWN, [f'--model_name={args.model_name}',
                               f'--model_base_path={base}'], log_dir,
                         extra) as server:
-      for api, make in (('REST', _rest_caller), ('gRPC', _grpc_caller)):
+      for api, make in (('REST (libcurl)', _curl_caller),
+                        ('REST (http.client)', _rest_caller),
+                        ('gRPC', _grpc_caller)):
         p50, p99 = latency(make(server, args.model_name, 1),
                            args.latency_calls)
         lines.append(f'| {api}, {label} | {p50:.3f} | {p99:.3f} |')
