@@ -7,7 +7,7 @@ Serves the latest pushed model (default: ./output/serving/taxi_fare, from
 --enable_batching, and measures in the same run:
 - p50/p99 latency of a one-instance predict (REST, gRPC, in-process). REST
   is measured with two clients: libcurl (a C client, as curl) and Python's
-  http.client, whose own request and response handling costs ~0.2 ms;
+  http.client, whose own request and response handling adds ~0.1 ms;
 - throughput in examples/s with 1, 8 and 32 concurrent clients sending
   1-row and 256-row requests, next to in-process calls of the same size.
 Clients are threads in this process, on the same 2 cores as the server.
