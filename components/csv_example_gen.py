@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import component as base_example_gen
 from tfx.components.example_gen import utils
 from tfx.components.example_gen import write_split
 from tfx.components.example_gen.csv_example_gen import component
@@ -321,5 +322,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
 
 class CsvExampleGen(component.CsvExampleGen):
-  """TFX's CsvExampleGen (same spec, artifacts and id) with this executor."""
+  """TFX's CsvExampleGen (same spec, artifacts and id) with this executor.
+
+  It also passes on `custom_config` of the spec, which TFX's CsvExampleGen
+  does not take: the pipeline puts the digest of this module's code there,
+  in the component's cache key.
+  """
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+  def __init__(self, input_base: str, input_config: example_gen_pb2.Input,
+               output_config: example_gen_pb2.Output,
+               custom_config: example_gen_pb2.CustomConfig):
+    base_example_gen.FileBasedExampleGen.__init__(  # pylint: disable=non-parent-init-called
+        self, input_base=input_base, input_config=input_config,
+        output_config=output_config, custom_config=custom_config)

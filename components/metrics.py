@@ -92,7 +92,11 @@ def _metric(class_name: str, default_name: str,
             keys=[key], result=lambda metrics: {key: value(metrics[sums_key])}),
     ]
 
-  def __init__(self, name: str = default_name):
+  # code_sha256: the digest of this module's code, which the pipeline puts
+  # in every metric's config so that the Evaluator's cache key changes with
+  # the code; not a setting of the metric.
+  def __init__(self, name: str = default_name, code_sha256: str = ''):
+    del code_sha256
     metric_types.Metric.__init__(
         self, metric_util.merge_per_key_computations(computations), name=name)
 

@@ -6,9 +6,11 @@ the one `PipelineConfig`.
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, List, NamedTuple, Optional
 
+from google.protobuf import wrappers_pb2
 import tensorflow_model_analysis as tfma
 # Each class from its module, not `from tfx import v1`: that also imports
 # every TFX extension (Google Cloud clients, KFP), ~2.4 s a run.
@@ -57,22 +59,27 @@ PUSHER = 'Pusher'
 
 
 TARGETS = ('local', 'kubeflow')
-# custom_config key holding the digest of a component's module code.
+# Where a component's properties hold the digest of its code: a key of
+# Transform's and Trainer's custom_config, an argument of every metric.
 CODE_DIGEST = 'code_sha256'
 
 
-def _code_digest(*functions: str) -> str:
-  """SHA-256 of the source of the modules defining `functions` (import
-  paths) and of `components.features`, which they all use.
+def _code_digest(*modules: str) -> str:
+  """SHA-256 of the sources of `modules` (import paths).
 
-  Transform and Trainer name their code by import path, which TFX's cache
-  key does not cover; with the digest in their custom_config, an edit to the
-  preprocessing or model code reruns them instead of reusing a stale result.
+  TFX's cache key covers a component's properties, not the code they name:
+  Transform's and Trainer's functions by import path, the Evaluator's metric
+  classes, ExampleGen's executor. With this digest among the properties, an
+  edit to that code reruns the component instead of reusing a stale result.
   """
   digest = hashlib.sha256()
-  for module in [f.rsplit('.', 1)[0] for f in functions] + [features.__name__]:
+  for module in modules:
     digest.update(Path(importlib.util.find_spec(module).origin).read_bytes())
   return digest.hexdigest()
+
+
+def _module(function: str) -> str:
+  return function.rpartition('.')[0]
 
 
 class Placement(NamedTuple):
@@ -122,6 +129,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   if config.evaluation.rmse_upper_bound is not None:
     rmse_threshold.value_threshold.CopyFrom(tfma.GenericValueThreshold(
         upper_bound={'value': config.evaluation.rmse_upper_bound}))
+  metric_arguments = json.dumps({CODE_DIGEST: _code_digest(metrics.__name__)})
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
           # The signature that takes serialized tf.Examples (raw features).
@@ -138,6 +146,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(
               class_name=metric.__name__, module=metrics.__name__,
+              config=metric_arguments,
               per_slice_thresholds=[tfma.PerSliceMetricThreshold(
                   slicing_specs=[tfma.SlicingSpec()],
                   threshold=rmse_threshold)]
@@ -160,7 +169,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dict(custom_config, **{
-          CODE_DIGEST: _code_digest(PREPROCESSING_FN)}),
+          CODE_DIGEST: _code_digest(_module(PREPROCESSING_FN),
+                                    features.__name__)}),
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
@@ -181,7 +191,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
                          l2=config.training.l2,
                          batch_size=config.training.batch_size,
                          learning_rate=config.training.learning_rate,
-                         **{CODE_DIGEST: _code_digest(RUN_FN)}))
+                         **{CODE_DIGEST: _code_digest(_module(RUN_FN),
+                                                      features.__name__)}))
   model_resolver = Resolver(
       strategy_class=LatestBlessedModelStrategy,
       model=Channel(type=standard_artifacts.Model),
@@ -208,8 +219,13 @@ def create_pipeline(config: PipelineConfig,
   """The pipeline of `config`, placed on this machine or on Kubeflow."""
   where = placement(config, target)
   input_base, pattern = csv_input(where.data_path)
+  # The digest of its executor's code, in the only free-form property.
+  example_gen_code = example_gen_pb2.CustomConfig()
+  example_gen_code.custom_config.Pack(wrappers_pb2.StringValue(
+      value=_code_digest(csv_example_gen.__name__)))
   example_gen = csv_example_gen.CsvExampleGen(
       input_base=input_base,
+      custom_config=example_gen_code,
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='data', pattern=pattern)]),
       output_config=example_gen_pb2.Output(
