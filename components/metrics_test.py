@@ -4,6 +4,7 @@ against numpy; and the sums they share are computed once."""
 import apache_beam as beam
 import numpy as np
 import pytest
+from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import metric_util
 
 from components import metrics
@@ -43,3 +44,59 @@ def test_metrics_match_numpy_and_share_one_combiner():
          | beam.Map(metric_util.to_standard_metric_inputs)
          | beam.CombineGlobally(sums.combiner)
          | beam.Map(check))
+
+
+def _sums(model_name='', example_weighted=False):
+  key = metric_types.MetricKey(name='sums', model_name=model_name,
+                               example_weighted=example_weighted)
+  return metrics._Sums(key, eval_config=None)  # pylint: disable=protected-access
+
+
+def _expected_sums(labels, predictions, weights):
+  errors = labels - predictions
+  return [len(labels), weights.sum(), (weights * labels).sum(),
+          (weights * predictions).sum(), (weights * errors ** 2).sum(),
+          (weights * np.abs(errors)).sum()]
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.int64])
+def test_each_model_of_a_comparison_sums_its_own_predictions(dtype):
+  # TFMA keys labels and predictions by model name when it evaluates a
+  # candidate next to a baseline.
+  baseline_predictions = PREDICTIONS + 1.0
+  elements = [metric_types.StandardMetricInputs(
+      labels={'candidate': np.array([label], dtype),
+              'baseline': np.array([label], dtype)},
+      predictions={'candidate': np.array([prediction], dtype),
+                   'baseline': np.array([baseline], dtype)})
+              for label, prediction, baseline in zip(
+                  LABELS, PREDICTIONS, baseline_predictions)]
+  ones = np.ones(len(LABELS))
+  for model, predictions in (('candidate', PREDICTIONS),
+                             ('baseline', baseline_predictions)):
+    sums = _sums(model)
+    accumulator = sums.create_accumulator()
+    for element in elements:
+      accumulator = sums.add_input(accumulator, element)
+    assert accumulator == pytest.approx(_expected_sums(
+        LABELS.astype(dtype), predictions.astype(dtype), ones))
+
+
+def test_example_weights_and_several_values_take_tfmas_conversion():
+  weights = np.array([1.0, 2.0, 0.5, 3.0])
+  sums = _sums(example_weighted=True)
+  accumulator = sums.create_accumulator()
+  for label, prediction, weight in zip(LABELS, PREDICTIONS, weights):
+    accumulator = sums.add_input(
+        accumulator, metric_util.to_standard_metric_inputs({
+            'labels': np.array([label]), 'predictions': np.array([prediction]),
+            'example_weights': np.array([weight])}))
+  assert accumulator == pytest.approx(_expected_sums(LABELS, PREDICTIONS,
+                                                     weights))
+  # Two values an example: a pair each, as TFMA's conversion gives them.
+  sums = _sums()
+  accumulator = sums.add_input(sums.create_accumulator(),
+                               metric_util.to_standard_metric_inputs({
+                                   'labels': np.array([1.0, 2.0]),
+                                   'predictions': np.array([0.5, 1.0])}))
+  assert accumulator == pytest.approx([2.0, 2.0, 3.0, 1.5, 1.25, 1.5])
