@@ -1,4 +1,5 @@
-"""The Evaluator's regression metrics, natively in TFMA, from one combiner.
+"""The Evaluator's module code: regression metrics, natively in TFMA, from
+one combiner; and its extractors (`custom_extractors`, below).
 
 TFMA runs one combiner per metric and slice, each converting every example
 to (label, prediction, weight) again: for the six metrics here, most of the
@@ -15,6 +16,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis import constants
+from tensorflow_model_analysis.extractors import unbatch_extractor
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import metric_util
 
@@ -156,3 +160,48 @@ RegressionMeanPrediction = _metric('RegressionMeanPrediction',
 ALL = [RegressionExampleCount, RegressionMeanSquaredError,
        RegressionRootMeanSquaredError, RegressionMeanAbsoluteError,
        RegressionMeanLabel, RegressionMeanPrediction]
+
+
+def _slicing_features(eval_config: tfma.EvalConfig) -> Optional[set]:
+  """The features that slicing reads, or None if that is not known."""
+  specs = list(eval_config.slicing_specs)
+  for cross in eval_config.cross_slicing_specs:
+    specs += [cross.baseline_spec, *cross.slicing_specs]
+  if any(spec.slice_keys_sql for spec in specs):
+    return None
+  return {key for spec in specs
+          for key in [*spec.feature_keys, *spec.feature_values]}
+
+
+def _keep_features(extracts: tfma.Extracts, names: set) -> tfma.Extracts:
+  features = extracts.get(constants.FEATURES_KEY)
+  if not isinstance(features, dict):
+    return extracts
+  return dict(extracts, **{constants.FEATURES_KEY: {
+      name: value for name, value in features.items() if name in names}})
+
+
+def custom_extractors(eval_shared_model, eval_config: tfma.EvalConfig,
+                      tensor_adapter_config=None
+                      ) -> List[tfma.extractors.Extractor]:
+  """TFMA's default extractors, with the features that slicing does not read
+  dropped before the batches of examples are split into single examples.
+
+  Labels, weights and predictions are extracted from the batches before
+  that, and the metrics here read only those. Splitting every feature of
+  every example was a third of the Evaluator's time at scale; the taxi
+  data has 18 columns, and slicing reads two.
+  """
+  extractors = tfma.default_extractors(
+      eval_shared_model=eval_shared_model, eval_config=eval_config,
+      tensor_adapter_config=tensor_adapter_config)
+  names = _slicing_features(eval_config)
+  stages = [e.stage_name for e in extractors]
+  unbatch = unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME
+  if names is None or unbatch not in stages:
+    return extractors
+  at = stages.index(unbatch)
+  keep = tfma.extractors.Extractor(
+      stage_name='KeepSlicingFeatures',
+      ptransform=beam.Map(_keep_features, names=names))
+  return extractors[:at] + [keep] + extractors[at:]

@@ -2,8 +2,11 @@
 against numpy; and the sums they share are computed once."""
 
 import apache_beam as beam
+from apache_beam.testing import util as beam_testing
 import numpy as np
 import pytest
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.extractors import unbatch_extractor
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import metric_util
 
@@ -100,3 +103,27 @@ def test_example_weights_and_several_values_take_tfmas_conversion():
                                    'labels': np.array([1.0, 2.0]),
                                    'predictions': np.array([0.5, 1.0])}))
   assert accumulator == pytest.approx([2.0, 2.0, 3.0, 1.5, 1.25, 1.5])
+
+
+def test_only_the_slicing_features_reach_the_per_example_stages():
+  eval_config = tfma.EvalConfig(slicing_specs=[
+      tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=['hour']),
+      tfma.SlicingSpec(feature_values={'payment': 'Cash'})])
+  extractors = metrics.custom_extractors(None, eval_config)
+  stages = [e.stage_name for e in extractors]
+  keep = stages.index('KeepSlicingFeatures')
+  assert stages[keep + 1] == unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME
+  batch = {'features': {'hour': np.array([1, 2]), 'payment': np.array(
+      [b'Cash', b'Card']), 'miles': np.array([1.0, 2.0])},
+           'labels': np.array([3.0, 4.0])}
+  with beam.Pipeline() as pipeline:
+    kept = (pipeline | beam.Create([batch])
+            | extractors[keep].ptransform
+            | beam.Map(lambda e: (sorted(e['features']), list(e['labels']))))
+    beam_testing.assert_that(kept, beam_testing.equal_to(
+        [(['hour', 'payment'], [3.0, 4.0])]))
+  # Slices defined in SQL may read any feature: nothing is dropped.
+  sql = tfma.EvalConfig(slicing_specs=[tfma.SlicingSpec(
+      slice_keys_sql='SELECT STRUCT(hour) FROM example.hour')])
+  assert 'KeepSlicingFeatures' not in [
+      e.stage_name for e in metrics.custom_extractors(None, sql)]

@@ -202,7 +202,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
-      eval_config=eval_config(config))
+      eval_config=eval_config(config),
+      module_path=metrics.__name__)  # its custom_extractors
   pusher = Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
