@@ -188,6 +188,8 @@ def _as_parsed(raw: Dict[str, tf.Tensor], raw_spec) -> Dict[str, Any]:
         dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0],
                               tf.constant(1, tf.int64)]))
 
+  # Its indices and dense_shape serve every integer column; its values are
+  # not used.
   first = next(iter(raw.values()))
   every_row = sparse(tf.expand_dims(tf.range(tf.shape(
       first, out_type=tf.int64)[0]), 1), first, first)
