@@ -5,10 +5,14 @@ import apache_beam as beam
 from apache_beam.testing import util as beam_testing
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis import constants
+from tensorflow_model_analysis.extractors import slice_key_extractor
 from tensorflow_model_analysis.extractors import unbatch_extractor
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import metric_util
+from tensorflow_model_analysis.utils import util
 
 from components import metrics
 
@@ -85,7 +89,7 @@ def test_each_model_of_a_comparison_sums_its_own_predictions(dtype):
         LABELS.astype(dtype), predictions.astype(dtype), ones))
 
 
-def test_example_weights_and_several_values_take_tfmas_conversion():
+def test_example_weights_take_tfmas_conversion_and_rows_add_up():
   weights = np.array([1.0, 2.0, 0.5, 3.0])
   sums = _sums(example_weighted=True)
   accumulator = sums.create_accumulator()
@@ -96,7 +100,8 @@ def test_example_weights_and_several_values_take_tfmas_conversion():
             'example_weights': np.array([weight])}))
   assert accumulator == pytest.approx(_expected_sums(LABELS, PREDICTIONS,
                                                      weights))
-  # Two values an example: a pair each, as TFMA's conversion gives them.
+  # Two rows (or values) in one element: a pair each, as TFMA's
+  # conversion gives them.
   sums = _sums()
   accumulator = sums.add_input(sums.create_accumulator(),
                                metric_util.to_standard_metric_inputs({
@@ -127,3 +132,111 @@ def test_only_the_slicing_features_reach_the_per_example_stages():
       slice_keys_sql='SELECT STRUCT(hour) FROM example.hour')])
   assert 'KeepSlicingFeatures' not in [
       e.stage_name for e in metrics.custom_extractors(None, sql)]
+
+
+def _our_metrics_config(**options) -> tfma.EvalConfig:
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(label_key='fare', **options)],
+      slicing_specs=[tfma.SlicingSpec(),
+                     tfma.SlicingSpec(feature_keys=['hour']),
+                     tfma.SlicingSpec(feature_keys=['payment', 'hour'])],
+      metrics_specs=[tfma.MetricsSpec(metrics=[
+          tfma.MetricConfig(class_name=m.__name__, module=metrics.__name__)
+          for m in metrics.ALL])],
+      options=tfma.Options(include_default_metrics={'value': False}))
+
+
+def _labels_per_slice(extracts, label):
+  """(slice key, sorted labels of the rows that reach it)."""
+  return (extracts
+          | f'{label}Labels' >> beam.FlatMap(lambda e: [
+              (key, util.to_tensor_value(e['labels']).ravel().tolist())
+              for key in e[constants.SLICE_KEY_TYPES_KEY]])
+          | f'{label}Sorted' >> beam.CombinePerKey(
+              lambda lists: sorted(sum(lists, []))))
+
+
+def test_a_batch_reaches_the_metrics_once_per_slice_with_tfmas_slices():
+  eval_config = _our_metrics_config()
+  stages = metrics.custom_extractors(None, eval_config)
+  assert stages[-1].stage_name == (
+      slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME)
+  tfmas = tfma.default_extractors(eval_config=eval_config)[-2:]
+  assert [s.stage_name for s in tfmas] == [
+      unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME,
+      slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME]
+  batch = {
+      'features': {'hour': np.array([[1], [2], [1], [1]]),
+                   'payment': np.array([[b'Cash'], [b'Card'], [b'Cash'],
+                                        [b'Card']], dtype=object)},
+      'labels': np.array([[3.0], [5.0], [10.0], [0.5]]),
+      'predictions': np.array([2.0, 7.0, 10.5, 0.0])}
+  # Ragged labels (a row without one) take TFMA's stages, one example each.
+  ragged = dict(batch, labels=tfma.types.VarLenTensorValue(
+      values=np.array([3.0, 5.0, 10.0]), indices=np.array(
+          [[0, 0], [1, 0], [2, 0]]), dense_shape=np.array([4, 1])))
+  assert metrics._row_count(batch) == 4  # pylint: disable=protected-access
+  assert metrics._row_count(ragged) is None  # pylint: disable=protected-access
+
+  with beam.Pipeline() as pipeline:
+    batches = pipeline | beam.Create([batch])
+    ours = batches | 'Ours' >> stages[-1].ptransform
+    theirs = batches
+    for stage in tfmas:
+      theirs = theirs | f'TFMA{stage.stage_name}' >> stage.ptransform
+    # Overall, hour 1 and 2, and (payment, hour) Cash-1, Card-2, Card-1:
+    # one element each.
+    beam_testing.assert_that(
+        ours | beam.combiners.Count.Globally(), beam_testing.equal_to([6]),
+        label='OnePerSlice')
+    same = ({'ours': _labels_per_slice(ours, 'Ours'),
+             'tfma': _labels_per_slice(theirs, 'TFMA')}
+            | beam.CoGroupByKey()
+            | beam.MapTuple(lambda key, labels: (
+                key, labels['ours'] == labels['tfma'])))
+    beam_testing.assert_that(same | beam.Values(),
+                             beam_testing.equal_to([True] * 6), label='Same')
+    overall = (_labels_per_slice(
+        pipeline | 'RaggedBatch' >> beam.Create([ragged])
+        | 'OursRagged' >> stages[-1].ptransform, 'Ragged')
+               | 'Overall' >> beam.Filter(lambda kv: kv[0] == ()))
+    beam_testing.assert_that(overall, beam_testing.equal_to(
+        [((), [3.0, 5.0, 10.0])]), label='Ragged')
+
+
+@pytest.mark.parametrize('options', [
+    {'example_weight_key': 'tips'},
+])
+def test_weights_or_tfmas_own_metrics_keep_one_element_an_example(options):
+  unbatch = unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME
+  weighted = _our_metrics_config(**options)
+  assert unbatch in [e.stage_name for e in metrics.custom_extractors(
+      None, weighted)]
+  tfmas_metric = _our_metrics_config()
+  tfmas_metric.metrics_specs[0].metrics.add(class_name='ExampleCount')
+  assert unbatch in [e.stage_name for e in metrics.custom_extractors(
+      None, tfmas_metric)]
+
+
+def test_the_model_gets_the_examples_by_its_input_name(tmp_path):
+  module = tf.Module()
+  module.predict = tf.function(
+      lambda examples: {'outputs': tf.strings.length(examples)},
+      input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  tf.saved_model.save(module, str(tmp_path), signatures={
+      'serving_default': module.predict})
+  eval_config = _our_metrics_config()
+  model = tfma.default_eval_shared_model(str(tmp_path),
+                                         eval_config=eval_config)
+  extractors = metrics.custom_extractors(model, eval_config)
+  stages = [e.stage_name for e in extractors]
+  assert stages.index('ExamplesAsModelInput') + 1 == stages.index(
+      'ExtractPredictions')
+  batch = {'input': np.array([b'ab', b'cde'], dtype=object),
+           'features': {'hour': np.array([[1], [2]])}}
+  with beam.Pipeline() as pipeline:
+    seen = (pipeline | beam.Create([batch])
+            | extractors[stages.index('ExamplesAsModelInput')].ptransform
+            | beam.Map(lambda e: sorted(e['features'])))
+    beam_testing.assert_that(seen, beam_testing.equal_to(
+        [['examples', 'hour']]))
