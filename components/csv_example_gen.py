@@ -24,6 +24,13 @@ writing it, a GroupByKey that holds the whole dataset in memory on the
 DirectRunner (4.7 GiB of RSS at 1.5M rows, the pipeline's peak). The
 Trainer's SGD input shuffles again; least squares does not depend on order.
 
+Each range writes its own file in each split (TensorFlow's C++ TFRecord
+writer), staged apart and renamed into place: the examples never pass
+through Beam one by one, which cost more than encoding them. The files are
+gzipped at level 1 rather than zlib's default 6: a third of the time to
+write (6 was a fifth of this component's time), files ~30% larger, and as
+fast to read.
+
 Records cannot span lines: the data gate (pipeline/input_check.py) refuses
 quoted newlines in training data, as TFX's CSV reader does.
 """
@@ -34,6 +41,7 @@ import bisect
 import hashlib
 import io
 import os
+import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
@@ -42,6 +50,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import tensorflow as tf
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import component as base_example_gen
 from tfx.components.example_gen import utils
@@ -210,24 +219,50 @@ def bucket(line: bytes, total_buckets: int) -> int:
   return int(hashlib.sha256(line).hexdigest(), 16) % total_buckets
 
 
-class _EncodeRange(beam.DoFn):
-  """A byte range -> its serialized tf.Examples, each tagged with its split."""
+# gzip level 1 (see the module docstring).
+TFRECORD_OPTIONS = tf.io.TFRecordOptions(compression_type='GZIP',
+                                         compression_level=1)
+STAGING_DIR = '.staging'
 
-  def __init__(self, split_names: List[str], buckets: Optional[List[int]]):
-    self._split_names = split_names
+
+def file_name(index: int, count: int) -> str:
+  """Range `index` of `count`'s file in a split, as Beam names shards."""
+  return f'{write_split.DEFAULT_FILE_NAME}-{index:05d}-of-{count:05d}.gz'
+
+
+class _WriteRange(beam.DoFn):
+  """A byte range -> its tf.Examples, a file in each split directory.
+
+  A file is written under a unique name in the staging directory, then
+  renamed into place: a retried range replaces its file whole, and no split
+  directory ever holds a partial one.
+  """
+
+  def __init__(self, split_dirs: List[str], buckets: Optional[List[int]],
+               staging_dir: str):
+    self._split_dirs = split_dirs
     self._buckets = buckets  # cumulative hash buckets; None: one split
+    self._staging_dir = staging_dir
 
-  def process(self, byte_range: Range, types: Dict[str, int]
-              ) -> Iterator[Any]:
+  def process(self, numbered_range: Tuple[int, int, Range],
+              types: Dict[str, int]) -> Iterator[int]:
+    index, count, byte_range = numbered_range
     lines, columns = parse_range(*byte_range)
-    if not lines:
-      return
-    records = encode(columns, types)
-    order = np.random.default_rng(byte_range[1]).permutation(len(records))
-    for row in order:
+    records = encode(columns, types) if lines else []
+    splits = [[] for _ in self._split_dirs]
+    for row in np.random.default_rng(byte_range[1]).permutation(len(records)):
       split = 0 if self._buckets is None else bisect.bisect(
           self._buckets, bucket(lines[row], self._buckets[-1]))
-      yield beam.pvalue.TaggedOutput(self._split_names[split], records[row])
+      splits[split].append(records[row])
+    name = file_name(index, count)
+    for split_dir, split_records in zip(self._split_dirs, splits):
+      staged = os.path.join(self._staging_dir, f'{uuid.uuid4().hex}-{name}')
+      with tf.io.TFRecordWriter(staged, TFRECORD_OPTIONS) as writer:
+        for record in split_records:
+          writer.write(record)
+      tf.io.gfile.rename(staged, os.path.join(split_dir, name),
+                         overwrite=True)
+    yield len(records)
 
 
 def _matching_files(pattern: str) -> List[str]:
@@ -238,62 +273,37 @@ def _matching_files(pattern: str) -> List[str]:
 
 
 @beam.ptransform_fn
-def _examples(pipeline: beam.Pipeline, pattern: str, split_names: List[str],
-              buckets: Optional[List[int]], label: str):
+def _write_examples(pipeline: beam.Pipeline, pattern: str,
+                    split_dirs: List[str], buckets: Optional[List[int]],
+                    staging_dir: str, label: str):
+  """Writes the examples of the CSV files matching `pattern` into
+  `split_dirs`; returns the number of rows of each range."""
   ranges = [r for path in _matching_files(pattern) for r in byte_ranges(path)]
-  all_ranges = pipeline | f'Ranges[{label}]' >> beam.Create(ranges)
+  all_ranges = pipeline | f'Ranges[{label}]' >> beam.Create(
+      [(index, len(ranges), r) for index, r in enumerate(ranges)])
   types = (all_ranges
-           | f'Types[{label}]' >> beam.Map(range_types)
+           | f'Types[{label}]' >> beam.MapTuple(
+               lambda index, count, byte_range: range_types(byte_range))
            | f'MergeTypes[{label}]' >> beam.CombineGlobally(MergeTypes()))
   return (all_ranges
           | f'Spread[{label}]' >> beam.Reshuffle()
-          | f'Encode[{label}]' >> beam.ParDo(
-              _EncodeRange(split_names, buckets),
-              beam.pvalue.AsSingleton(types)).with_outputs(*split_names))
+          | f'Write[{label}]' >> beam.ParDo(
+              _WriteRange(split_dirs, buckets, staging_dir),
+              beam.pvalue.AsSingleton(types)))
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   """CsvExampleGen's executor, column-wise (see the module docstring)."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    raise NotImplementedError('GenerateExamplesByBeam is overridden')
-
-  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
-                             exec_properties: Dict[str, Any]
-                             ) -> Dict[str, beam.pvalue.PCollection]:
-    input_config = example_gen_pb2.Input()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-        input_config)
-    output_config = example_gen_pb2.Output()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-        output_config)
-    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    split_names = utils.generate_output_split_names(input_config,
-                                                    output_config)
-    if output_config.split_config.splits:
-      # One input split, hashed into the output splits (TFX's rule).
-      if output_config.split_config.HasField('partition_feature_name'):
-        raise ValueError('partition_feature_name is not supported; rows are '
-                         'split by a hash of their line')
-      buckets = np.cumsum([s.hash_buckets for s in
-                           output_config.split_config.splits]).tolist()
-      outputs = pipeline | 'Examples' >> _examples(  # pylint: disable=no-value-for-parameter
-          os.path.join(input_base, input_config.splits[0].pattern),
-          split_names, buckets, 'all')
-      return {name: outputs[name] for name in split_names}
-    return {
-        name: (pipeline | f'Examples[{name}]' >> _examples(  # pylint: disable=no-value-for-parameter
-            os.path.join(input_base, split.pattern), [name], None, name))[name]
-        for name, split in zip(split_names, input_config.splits)}
+    raise NotImplementedError('Do writes the examples itself')
 
   def Do(self, input_dict: Dict[str, List[tfx_artifact.Artifact]],
          output_dict: Dict[str, List[tfx_artifact.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
-    """TFX's ExampleGen `Do` without its reshuffle of every split before
-    writing (see the module docstring): each range's examples are written
-    as they are encoded."""
+    """TFX's ExampleGen `Do`, without its reshuffle of every split before
+    writing, and writing each range's examples itself (see the module
+    docstring)."""
     self._log_startup(input_dict, output_dict, exec_properties)
     payload_format = exec_properties.get(
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY,
@@ -306,16 +316,43 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                             example_gen_pb2.FILE_FORMAT_UNSPECIFIED)):
       raise ValueError('this CsvExampleGen writes tf.Examples in gzipped '
                        'TFRecord files only')
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+        input_config)
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+        output_config)
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     examples = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
+    split_names = utils.generate_output_split_names(input_config,
+                                                    output_config)
+    examples.split_names = artifact_utils.encode_split_names(split_names)
+    split_dirs = [artifact_utils.get_split_uri([examples], name)
+                  for name in split_names]
+    staging_dir = os.path.join(examples.uri, STAGING_DIR)
+    for directory in split_dirs + [staging_dir]:
+      tf.io.gfile.makedirs(directory)
     with self._make_beam_pipeline() as pipeline:
-      splits = self.GenerateExamplesByBeam(pipeline, exec_properties)
-      examples.split_names = artifact_utils.encode_split_names(list(splits))
-      for name, split in splits.items():
-        _ = split | f'Write[{name}]' >> beam.io.WriteToTFRecord(
-            os.path.join(artifact_utils.get_split_uri([examples], name),
-                         write_split.DEFAULT_FILE_NAME),
-            file_name_suffix='.gz')
+      if output_config.split_config.splits:
+        # One input split, hashed into the output splits (TFX's rule).
+        if output_config.split_config.HasField('partition_feature_name'):
+          raise ValueError('partition_feature_name is not supported; rows '
+                           'are split by a hash of their line')
+        buckets = np.cumsum([s.hash_buckets for s in
+                             output_config.split_config.splits]).tolist()
+        _ = pipeline | 'Examples' >> _write_examples(  # pylint: disable=no-value-for-parameter
+            os.path.join(input_base, input_config.splits[0].pattern),
+            split_dirs, buckets, staging_dir, 'all')
+      else:
+        for name, split_dir, split in zip(split_names, split_dirs,
+                                          input_config.splits):
+          _ = pipeline | f'Examples[{name}]' >> _write_examples(  # pylint: disable=no-value-for-parameter
+              os.path.join(input_base, split.pattern), [split_dir], None,
+              staging_dir, name)
+    tf.io.gfile.rmtree(staging_dir)
     examples_utils.set_payload_format(examples, payload_format)
     examples_utils.set_file_format(
         examples, write_split.to_file_format_str(file_format))

@@ -1,5 +1,6 @@
 """The column-wise CsvExampleGen executor against TFX's own, on one CSV."""
 
+import functools
 import glob
 import os
 
@@ -99,6 +100,26 @@ def test_types_are_inferred_as_tfx_does(outputs):
   assert feature['name'].bytes_list.value == [b'say "hi"']
   assert feature['code'].bytes_list.value == [b'13']  # 'x1' makes it text
   assert feature['mixed'].float_list.value == [7.0]  # 2.5 makes it float
+
+
+def test_each_range_writes_a_whole_file_in_each_split(outputs, tmp_path,
+                                                     monkeypatch):
+  ours, _, _, _ = outputs
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'in' / 'data.csv').write_bytes(CSV.encode())
+  monkeypatch.setattr(csv_example_gen, 'byte_ranges', functools.partial(
+      csv_example_gen.byte_ranges, range_bytes=400))
+  ranged, _ = _run(csv_example_gen.Executor(), tmp_path / 'in',
+                   tmp_path / 'out')
+  assert sorted(ranged['train']) == sorted(ours['train'])
+  assert sorted(ranged['eval']) == sorted(ours['eval'])
+  count = -(-len(CSV) // 400)
+  for split in ('train', 'eval'):
+    assert sorted(os.listdir(tmp_path / 'out' / f'Split-{split}')) == [
+        f'data_tfrecord-{i:05d}-of-{count:05d}.gz' for i in range(count)]
+  # Nothing staged is left behind.
+  assert sorted(os.listdir(tmp_path / 'out')) == ['Split-eval',
+                                                  'Split-train']
 
 
 def test_the_artifact_names_its_splits_and_formats(outputs):
