@@ -25,8 +25,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tensorflow.core.protobuf import saved_model_pb2
-from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
-from tfx_bsl.public import tfxio
+from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx_bsl.tfxio import dataset_util
 
 from components import features
 
@@ -35,6 +35,8 @@ EXAMPLES_KEY = 'inputs'
 RAW_SIGNATURE = 'serving_raw'
 # Rows per step of the least-squares pass: large, as only sums are kept.
 LEAST_SQUARES_BATCH = 4096
+# Records in SGD's shuffle buffer (tfx-bsl's default, as used before).
+SHUFFLE_BUFFER = 10_000
 
 
 @tf.autograph.experimental.do_not_convert  # no control flow to convert
@@ -45,32 +47,40 @@ def _drop_unlabelled(batch_features, labels):
           tf.boolean_mask(labels, keep))
 
 
-def _dataset(file_pattern: List[str],
-             data_accessor: DataAccessor,
-             tft_output: tft.TFTransformOutput, label: str,
-             batch_size: int, one_pass: bool = False) -> tf.data.Dataset:
+def _dataset(file_pattern: List[str], tft_output: tft.TFTransformOutput,
+             label: str, batch_size: int,
+             one_pass: bool = False) -> tf.data.Dataset:
   """Batches of (transformed features, label); endless and shuffled for
   SGD, or each row once and in order (`one_pass`).
 
   The files hold raw examples: Transform does not write transformed ones
   (a Beam pass over the data and a second copy of it on disk), because the
   transform graph applied here, batch by batch, costs less.
+
+  Read with tf.data directly, not through the Trainer's data accessor: its
+  tfx-bsl dataset passes every record through a parallel interleave, at
+  ~20 us a record here (20 s for 1M rows, against 3 s this way).
   """
-  options = tfxio.TensorFlowDatasetOptions(
-      batch_size=batch_size, num_epochs=1 if one_pass else None,
-      shuffle=not one_pass)
+  patterns = tf.constant(file_pattern)
+  records = tf.data.TFRecordDataset(
+      tf.data.Dataset.list_files(patterns, shuffle=not one_pass),
+      compression_type=dataset_util.detect_compression_type(patterns))
+  if not one_pass:
+    records = records.shuffle(SHUFFLE_BUFFER).repeat()
+  raw_spec = tft_output.raw_feature_spec()
   transform = tft_output.transform_features_layer()
 
   # Not converted by autograph (tf.data's default): converting the
   # tf.Transform layer's code takes seconds, and it has no control flow.
   @tf.autograph.experimental.do_not_convert
-  def transformed(raw_features):
-    batch_features = dict(transform(raw_features))
+  def transformed(serialized):
+    batch_features = dict(transform(tf.io.parse_example(serialized,
+                                                         raw_spec)))
     return batch_features, batch_features.pop(label)
 
-  return data_accessor.tf_dataset_factory(
-      file_pattern, options, tft_output.raw_metadata.schema).map(
-          transformed).map(_drop_unlabelled)
+  return (records.batch(batch_size, drop_remainder=not one_pass)
+          .map(transformed, num_parallel_calls=tf.data.AUTOTUNE)
+          .map(_drop_unlabelled).prefetch(tf.data.AUTOTUNE))
 
 
 def label_moments(dataset: tf.data.Dataset, max_batches: int = 100):
@@ -250,8 +260,8 @@ def run_fn(fn_args: FnArgs) -> None:
   if custom_config['solver'] == 'least_squares':
     model = build_model(tft_output, label, custom_config['learning_rate'])
     rmse = fit_least_squares(
-        model, _dataset(fn_args.train_files, fn_args.data_accessor,
-                        tft_output, label, LEAST_SQUARES_BATCH, one_pass=True),
+        model, _dataset(fn_args.train_files, tft_output, label,
+                        LEAST_SQUARES_BATCH, one_pass=True),
         custom_config['l2'])
     logging.info('Least squares fitted: training RMSE %.4g', rmse)
   else:
@@ -267,10 +277,8 @@ def _fit_sgd(fn_args: FnArgs,
              tft_output: tft.TFTransformOutput, label: str) -> keras.Model:
   custom_config = fn_args.custom_config
   batch_size = custom_config['batch_size']
-  train = _dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
-                   label, batch_size)
-  evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tft_output,
-                        label, batch_size)
+  train = _dataset(fn_args.train_files, tft_output, label, batch_size)
+  evaluation = _dataset(fn_args.eval_files, tft_output, label, batch_size)
   mean, std = label_moments(train)
   logging.info('Label %s: mean %.4g, standard deviation %.4g', label, mean, std)
   model = build_model(tft_output, label, custom_config['learning_rate'],

@@ -163,13 +163,9 @@ def test_least_squares_is_the_ridge_solution(tmp_path):
   """The streamed fit equals numpy's ridge solution on the materialized X."""
   graph_dir, examples = _transform(tmp_path, _rows(300, seed=2))
   tft_output = tft.TFTransformOutput(str(graph_dir))
-  accessor = fn_args_utils.DataAccessor(
-      tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
-          [examples], []),
-      record_batch_factory=None, data_view_decode_fn=None)
   # Batches of 64: the sums must add up across batches.
-  dataset = model._dataset([f'{examples.uri}/Split-train/*'], accessor,  # pylint: disable=protected-access
-                           tft_output, LABEL, 64, one_pass=True)
+  dataset = model._dataset([f'{examples.uri}/Split-train/*'], tft_output,  # pylint: disable=protected-access
+                           LABEL, 64, one_pass=True)
   linear = model.build_model(tft_output, LABEL, 0.1)
   l2 = 0.05
   rmse = model.fit_least_squares(linear, dataset, l2)
