@@ -22,7 +22,6 @@ from tfx.components.schema_gen.import_schema_gen.component import (
     ImportSchemaGen)
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
-from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.experimental.conditionals.conditional import Cond
@@ -42,6 +41,7 @@ from components import csv_example_gen
 from components import features
 from components import metrics
 from components import preprocessing
+from components.transform import Transform
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'components.preprocessing.preprocessing_fn'
@@ -170,7 +170,8 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dict(custom_config, **{
           CODE_DIGEST: _code_digest(_module(PREPROCESSING_FN),
-                                    features.__name__)}),
+                                    features.__name__,
+                                    Transform.__module__)}),
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
