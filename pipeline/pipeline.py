@@ -14,13 +14,11 @@ from google.protobuf import wrappers_pb2
 import tensorflow_model_analysis as tfma
 # Each class from its module, not `from tfx import v1`: that also imports
 # every TFX extension (Google Cloud clients, KFP), ~2.4 s a run.
-from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.component import SchemaGen
 from tfx.components.schema_gen.import_schema_gen.component import (
     ImportSchemaGen)
-from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
@@ -38,10 +36,10 @@ from tfx.types.channel import Channel
 
 from components import atomic_pusher
 from components import csv_example_gen
+from components import examples_io
 from components import features
 from components import metrics
 from components import preprocessing
-from components.transform import Transform
 from pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'components.preprocessing.preprocessing_fn'
@@ -164,14 +162,14 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       exclude_features=config.data.exclude_features,
       categorical_features=config.data.categorical_features,
       oov_buckets=config.training.oov_buckets)
-  transform = Transform(
+  transform = examples_io.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dict(custom_config, **{
           CODE_DIGEST: _code_digest(_module(PREPROCESSING_FN),
                                     features.__name__,
-                                    Transform.__module__)}),
+                                    examples_io.__name__)}),
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
@@ -199,7 +197,7 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       model=Channel(type=standard_artifacts.Model),
       model_blessing=Channel(type=standard_artifacts.ModelBlessing),
   ).with_id(RESOLVER)
-  evaluator = Evaluator(
+  evaluator = examples_io.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
@@ -237,7 +235,7 @@ def create_pipeline(config: PipelineConfig,
               example_gen_pb2.SplitConfig.Split(
                   name='eval', hash_buckets=config.split.eval_buckets),
           ])))
-  statistics_gen = StatisticsGen(
+  statistics_gen = examples_io.StatisticsGen(
       examples=example_gen.outputs['examples'])
   if config.data.schema:
     schema_gen = ImportSchemaGen(

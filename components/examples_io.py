@@ -1,0 +1,152 @@
+"""TFX's StatisticsGen, Transform and Evaluator, reading tf.Examples a file
+at a time.
+
+tfx-bsl's TFExampleRecord, which all three read through, reads TFRecord
+files with Beam's Python reader and hands every record to Beam as its own
+element before batching and decoding them: a fifth of StatisticsGen's and of
+Transform's time at 1.5M rows. `FileBatchedRecords` reads each file with
+TensorFlow's C++ reader in one DoFn and decodes batches of records there,
+with the same decoder, into the same RecordBatches. Everything else
+(schema, tensor representations, projection) is TFExampleRecord's.
+
+Transform's executor has a hook for its reader (`_CreateTFXIO`).
+StatisticsGen's and the Evaluator's do not: they build theirs with
+`tfxio_utils.make_tfxio`, which their executors here replace for the time
+of their `Do` (each component runs in its own process on Kubeflow, and one
+at a time in the local orchestrator).
+"""
+
+import contextlib
+from typing import Iterator, List, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+import tensorflow as tf
+from tfx.components.evaluator import component as evaluator_component
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.components.statistics_gen import component as statistics_gen_component
+from tfx.components.statistics_gen import executor as statistics_gen_executor
+from tfx.components.transform import component as transform_component
+from tfx.components.transform import executor as transform_executor
+from tfx.components.util import tfxio_utils
+from tfx.dsl.components.base import executor_spec
+from tfx_bsl.coders import example_coder
+from tfx_bsl.tfxio import dataset_util
+from tfx_bsl.tfxio import record_based_tfxio
+from tfx_bsl.tfxio import tf_example_record
+
+# Records per RecordBatch when the caller does not ask for a size: the most
+# that tfx-bsl's own batching would reach.
+DEFAULT_BATCH_SIZE = 1000
+
+
+class _DecodeFile(beam.DoFn):
+  """A TFRecord file -> RecordBatches of its decoded tf.Examples."""
+
+  def __init__(self, batch_size: int, schema: Optional[bytes],
+               raw_record_column_name: Optional[str]):
+    self._batch_size = batch_size
+    self._schema = schema  # serialized
+    self._raw_record_column_name = raw_record_column_name
+    self._decoder = None
+
+  def setup(self):
+    self._decoder = (example_coder.ExamplesToRecordBatchDecoder(self._schema)
+                     if self._schema else
+                     example_coder.ExamplesToRecordBatchDecoder())
+
+  def process(self, path: str) -> Iterator[pa.RecordBatch]:
+    records = tf.data.TFRecordDataset(
+        path, compression_type=dataset_util.detect_compression_type(
+            tf.constant([path])))
+    for batch in records.batch(self._batch_size).as_numpy_iterator():
+      examples = batch.tolist()
+      decoded = self._decoder.DecodeBatch(examples)
+      yield (decoded if self._raw_record_column_name is None else
+             record_based_tfxio.AppendRawRecordColumn(
+                 decoded, self._raw_record_column_name, examples))
+
+
+class FileBatchedRecords(tf_example_record.TFExampleRecord):
+  """TFExampleRecord whose BeamSource decodes whole files in one DoFn."""
+
+  def BeamSource(self, batch_size: Optional[int] = None) -> beam.PTransform:
+    files = sorted(path for pattern in self._file_pattern
+                   for path in tf.io.gfile.glob(pattern))
+    schema = self._GetSchemaForDecoding()
+    decode = _DecodeFile(batch_size or DEFAULT_BATCH_SIZE,
+                         schema.SerializeToString() if schema else None,
+                         self.raw_record_column_name)
+
+    @beam.ptransform_fn
+    def read(pipeline_or_pcoll):
+      return (pipeline_or_pcoll.pipeline
+              if isinstance(pipeline_or_pcoll, beam.pvalue.PValue)
+              else pipeline_or_pcoll) | 'Files' >> beam.Create(
+                  files, reshuffle=True) | 'Decode' >> beam.ParDo(decode)
+
+    return read()  # pylint: disable=no-value-for-parameter
+
+  def _ProjectImpl(self, tensor_names: List[str]):
+    projected = super()._ProjectImpl(tensor_names)
+    return FileBatchedRecords(
+        file_pattern=self._file_pattern,
+        schema=projected._schema,  # pylint: disable=protected-access
+        raw_record_column_name=self.raw_record_column_name,
+        telemetry_descriptors=self.telemetry_descriptors)
+
+
+def file_batched(tfxio):
+  """`tfxio` as FileBatchedRecords if it is a TFExampleRecord, else as is."""
+  if type(tfxio) is not tf_example_record.TFExampleRecord:  # pylint: disable=unidiomatic-typecheck
+    return tfxio
+  return FileBatchedRecords(
+      file_pattern=tfxio._file_pattern,  # pylint: disable=protected-access
+      schema=tfxio._schema,  # pylint: disable=protected-access
+      raw_record_column_name=tfxio.raw_record_column_name,
+      telemetry_descriptors=tfxio.telemetry_descriptors)
+
+
+@contextlib.contextmanager
+def _file_batched_make_tfxio():
+  """tfxio_utils.make_tfxio returns file_batched readers, for a while."""
+  make_tfxio = tfxio_utils.make_tfxio
+  tfxio_utils.make_tfxio = lambda *args, **kwargs: file_batched(
+      make_tfxio(*args, **kwargs))
+  try:
+    yield
+  finally:
+    tfxio_utils.make_tfxio = make_tfxio
+
+
+class TransformExecutor(transform_executor.Executor):
+
+  def _CreateTFXIO(self, dataset, schema):
+    return file_batched(super()._CreateTFXIO(dataset, schema))
+
+
+class StatisticsGenExecutor(statistics_gen_executor.Executor):
+
+  def Do(self, input_dict, output_dict, exec_properties):
+    with _file_batched_make_tfxio():
+      super().Do(input_dict, output_dict, exec_properties)
+
+
+class EvaluatorExecutor(evaluator_executor.Executor):
+
+  def Do(self, input_dict, output_dict, exec_properties):
+    with _file_batched_make_tfxio():
+      super().Do(input_dict, output_dict, exec_properties)
+
+
+# TFX's components (same specs, artifacts and ids) with these executors.
+class StatisticsGen(statistics_gen_component.StatisticsGen):
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(StatisticsGenExecutor)
+
+
+class Transform(transform_component.Transform):
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(TransformExecutor)
+
+
+class Evaluator(evaluator_component.Evaluator):
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(EvaluatorExecutor)
