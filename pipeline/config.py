@@ -115,11 +115,11 @@ BEAM_PROFILES = {
 
 # `auto`: the in-memory DirectRunner for inputs below this many rows, the
 # multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
-# Its workers cost ~44 s of start-up per run and save ~8.4 s per 100k rows,
-# so the two meet near 680k rows: 0.76x in-memory's wall time at 1.5M rows,
-# 1.8x at 150k (BENCHMARKS.md, fourth session).
+# Its workers cost ~40 s of start-up per run and save ~3.6 s per 100k rows,
+# so the two meet near 1.26M rows: 0.95x in-memory's wall time at 1.5M
+# rows, 2.1x at 150k (BENCHMARKS.md, fifth session).
 AUTO_PROFILE = 'auto'
-MULTI_PROCESS_FROM_ROWS = 700_000
+MULTI_PROCESS_FROM_ROWS = 1_250_000
 
 
 @dataclasses.dataclass
