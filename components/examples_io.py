@@ -59,8 +59,14 @@ class _DecodeFile(beam.DoFn):
     records = tf.data.TFRecordDataset(
         path, compression_type=dataset_util.detect_compression_type(
             tf.constant([path])))
-    for batch in records.batch(self._batch_size).as_numpy_iterator():
-      examples = batch.tolist()
+    batches = records.batch(self._batch_size).as_numpy_iterator()
+    while True:
+      try:  # TensorFlow's errors do not name the file
+        examples = next(batches).tolist()
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        raise ValueError(f'{path}: {e.message}') from e
       decoded = self._decoder.DecodeBatch(examples)
       yield (decoded if self._raw_record_column_name is None else
              record_based_tfxio.AppendRawRecordColumn(

@@ -72,6 +72,16 @@ def test_the_same_record_batches_as_tfx_bsl(tmp_path, raw_column):
     beam_testing.assert_that(same, beam_testing.equal_to([True]))
 
 
+def test_a_corrupt_file_is_named(tmp_path):
+  _write(tmp_path, (range(0, 40),))
+  path = tmp_path / 'part-0.gz'
+  path.write_bytes(path.read_bytes()[:-20])  # cut short
+  with pytest.raises(Exception, match='part-0.gz: '):
+    with beam.Pipeline() as pipeline:
+      _ = pipeline | examples_io.FileBatchedRecords(
+          str(path), telemetry_descriptors=['test']).BeamSource(10)
+
+
 def _statistics(executor, examples, output_dir):
   statistics = standard_artifacts.ExampleStatistics()
   statistics.uri = str(output_dir)
