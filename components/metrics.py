@@ -277,6 +277,8 @@ def _sums_by_slice(eval_config: tfma.EvalConfig) -> bool:
 
 _ROW_KEYS = (constants.LABELS_KEY, constants.PREDICTIONS_KEY,
              constants.EXAMPLE_WEIGHTS_KEY)
+# The output of batches that go TFMA's per-example way.
+_PER_EXAMPLE = 'per_example'
 
 
 def _leaves(value: Any) -> Iterator[Any]:
@@ -309,12 +311,16 @@ def _take(value: Any, rows: np.ndarray) -> Any:
 def _rows_by_slice(extracts: tfma.Extracts,
                    slice_spec: List[slicer.SingleSliceSpec]
                    ) -> Iterator[tfma.Extracts]:
-  """A batch -> an extract per slice, holding the rows of that slice.
+  """A batch -> an extract per slice, holding the rows of that slice; a
+  batch of another form (ragged labels, say) as is, to `_PER_EXAMPLE`.
 
   The slices of a row are TFMA's, generated once per distinct combination
   of the slicing features' values in the batch.
   """
   rows = _row_count(extracts)
+  if not rows:
+    yield beam.pvalue.TaggedOutput(_PER_EXAMPLE, extracts)
+    return
   features = extracts[constants.FEATURES_KEY]
   examples = (util.split_extracts({constants.FEATURES_KEY: features})
               if features else [{constants.FEATURES_KEY: {}}] * rows)
@@ -345,14 +351,13 @@ def _rows_by_slice(extracts: tfma.Extracts,
 def _SliceRows(extracts, slice_spec: List[slicer.SingleSliceSpec],  # pylint: disable=invalid-name
                per_example: List[tfma.extractors.Extractor]):
   """Batches -> an extract per batch and slice; a batch of another form
-  (ragged labels, say) goes through `per_example`, TFMA's own stages."""
-  by_slice, other = extracts | 'ByForm' >> beam.Partition(
-      lambda batch, _: 0 if _row_count(batch) else 1, 2)
+  goes through `per_example`, TFMA's own stages."""
+  split = extracts | 'RowsBySlice' >> beam.FlatMap(
+      _rows_by_slice, slice_spec).with_outputs(_PER_EXAMPLE, main='by_slice')
+  other = split[_PER_EXAMPLE]
   for stage in per_example:
     other = other | stage.stage_name >> stage.ptransform
-  return ((by_slice | 'RowsBySlice' >> beam.FlatMap(_rows_by_slice,
-                                                    slice_spec), other)
-          | 'Merge' >> beam.Flatten())
+  return (split.by_slice, other) | 'Merge' >> beam.Flatten()
 
 
 def custom_extractors(eval_shared_model, eval_config: tfma.EvalConfig,
