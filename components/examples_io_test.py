@@ -73,9 +73,10 @@ def test_the_same_record_batches_as_tfx_bsl(tmp_path, raw_column):
 
 
 def test_a_corrupt_file_is_named(tmp_path):
-  _write(tmp_path, (range(0, 40),))
+  # Not gzip at all. (A gzip file cut short is not always an error:
+  # TensorFlow's reader may stop at the last whole record without one.)
   path = tmp_path / 'part-0.gz'
-  path.write_bytes(path.read_bytes()[:-20])  # cut short
+  path.write_bytes(b'not a TFRecord file')
   with pytest.raises(Exception, match='part-0.gz: '):
     with beam.Pipeline() as pipeline:
       _ = pipeline | examples_io.FileBatchedRecords(
