@@ -37,7 +37,6 @@ quoted newlines in training data, as TFX's CSV reader does.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 import os
@@ -153,17 +152,29 @@ def parse_range(path: str, start: int, end: int
                  for name, column in zip(table.column_names, table.columns)}
 
 
+# Values cast first, before the whole column: a cast parses every value even
+# when the first one fails (0.3 us each), and most columns fail one of the
+# two casts (a float column the int cast). Failing on a sample decides it.
+TYPE_SAMPLE = 1000
+
+
+def _casts(values: pa.Array, arrow_type: pa.DataType) -> bool:
+  try:
+    pc.cast(values, arrow_type)
+    return True
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    return False
+
+
 def column_type(values: pa.Array) -> int:
   """TFX's type for a column of text values, judged on the non-empty ones."""
   values = values.filter(pc.not_equal(values, ''))
   if not len(values):
     return UNKNOWN
   for kind, arrow_type in ((INT, pa.int64()), (FLOAT, pa.float64())):
-    try:
-      pc.cast(values, arrow_type)
+    if (_casts(values[:TYPE_SAMPLE], arrow_type) and
+        _casts(values, arrow_type)):
       return kind
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-      pass
   return STRING
 
 
@@ -249,17 +260,17 @@ class _WriteRange(beam.DoFn):
     index, count, byte_range = numbered_range
     lines, columns = parse_range(*byte_range)
     records = encode(columns, types) if lines else []
-    splits = [[] for _ in self._split_dirs]
-    for row in np.random.default_rng(byte_range[1]).permutation(len(records)):
-      split = 0 if self._buckets is None else bisect.bisect(
-          self._buckets, bucket(lines[row], self._buckets[-1]))
-      splits[split].append(records[row])
+    order = np.random.default_rng(byte_range[1]).permutation(len(records))
+    split_of_row = (
+        np.zeros(len(records), int) if self._buckets is None else
+        np.searchsorted(self._buckets, [
+            bucket(line, self._buckets[-1]) for line in lines], side='right'))
     name = file_name(index, count)
-    for split_dir, split_records in zip(self._split_dirs, splits):
+    for split, split_dir in enumerate(self._split_dirs):
       staged = os.path.join(self._staging_dir, f'{uuid.uuid4().hex}-{name}')
       with tf.io.TFRecordWriter(staged, TFRECORD_OPTIONS) as writer:
-        for record in split_records:
-          writer.write(record)
+        for row in order[split_of_row[order] == split].tolist():
+          writer.write(records[row])
       tf.io.gfile.rename(staged, os.path.join(split_dir, name),
                          overwrite=True)
     yield len(records)

@@ -5,6 +5,7 @@ import glob
 import os
 
 from google.protobuf import text_format
+import pyarrow as pa
 import pytest
 import tensorflow as tf
 from tfx.components.example_gen.csv_example_gen import executor as tfx_executor
@@ -180,3 +181,11 @@ def test_lines_may_end_in_a_lone_carriage_return(tmp_path):
                                                path.stat().st_size)
   assert lines == [b'1,x', b'2,y']
   assert columns['b'].to_pylist() == ['x', 'y']
+
+
+@pytest.mark.parametrize('last, kind', [
+    ('7', csv_example_gen.INT), ('2.5', csv_example_gen.FLOAT),
+    ('x', csv_example_gen.STRING)])
+def test_a_value_beyond_the_type_sample_decides_the_type(last, kind):
+  values = ['', '1'] * csv_example_gen.TYPE_SAMPLE + [last]
+  assert csv_example_gen.column_type(pa.array(values)) == kind
