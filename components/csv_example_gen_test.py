@@ -30,7 +30,7 @@ CSV = (
 ) + ''.join(f'{i},{i / 4},row{i},{i % 7},{i},\r\n' for i in range(5, 60))
 
 
-def _run(executor, input_dir, output_dir):
+def run_executor(executor, input_dir, output_dir):
   """Each split's examples (as text) in the order of the files, and the
   output artifact."""
   examples = standard_artifacts.Examples()
@@ -73,11 +73,12 @@ def outputs(tmp_path_factory):
   root = tmp_path_factory.mktemp('csv')
   (root / 'in').mkdir()
   (root / 'in' / 'data.csv').write_bytes(CSV.encode())
-  ours, ours_artifact = _run(csv_example_gen.Executor(), root / 'in',
-                             root / 'ours')
-  again, _ = _run(csv_example_gen.Executor(), root / 'in', root / 'again')
-  theirs, theirs_artifact = _run(tfx_executor.Executor(), root / 'in',
-                                 root / 'theirs')
+  ours, ours_artifact = run_executor(csv_example_gen.Executor(),
+                                     root / 'in', root / 'ours')
+  again, _ = run_executor(csv_example_gen.Executor(), root / 'in',
+                          root / 'again')
+  theirs, theirs_artifact = run_executor(tfx_executor.Executor(),
+                                         root / 'in', root / 'theirs')
   return ours, again, theirs, (ours_artifact, theirs_artifact)
 
 
@@ -110,7 +111,7 @@ def test_each_range_writes_a_whole_file_in_each_split(outputs, tmp_path,
   (tmp_path / 'in' / 'data.csv').write_bytes(CSV.encode())
   monkeypatch.setattr(csv_example_gen, 'byte_ranges', functools.partial(
       csv_example_gen.byte_ranges, range_bytes=400))
-  ranged, _ = _run(csv_example_gen.Executor(), tmp_path / 'in',
+  ranged, _ = run_executor(csv_example_gen.Executor(), tmp_path / 'in',
                    tmp_path / 'out')
   assert sorted(ranged['train']) == sorted(ours['train'])
   assert sorted(ranged['eval']) == sorted(ours['eval'])
@@ -118,9 +119,12 @@ def test_each_range_writes_a_whole_file_in_each_split(outputs, tmp_path,
   for split in ('train', 'eval'):
     assert sorted(os.listdir(tmp_path / 'out' / f'Split-{split}')) == [
         f'data_tfrecord-{i:05d}-of-{count:05d}.gz' for i in range(count)]
+    assert sorted(os.listdir(tmp_path / 'out' / 'columns' / f'Split-{split}')
+                  ) == [f'data_tfrecord-{i:05d}-of-{count:05d}.gz.arrow'
+                        for i in range(count)]
   # Nothing staged is left behind.
   assert sorted(os.listdir(tmp_path / 'out')) == ['Split-eval',
-                                                  'Split-train']
+                                                  'Split-train', 'columns']
 
 
 def test_the_artifact_names_its_splits_and_formats(outputs):

@@ -1,6 +1,7 @@
 """FileBatchedRecords reads the same RecordBatches as tfx-bsl's
-TFExampleRecord; StatisticsGen's executor reads with it and computes the
-same statistics as TFX's."""
+TFExampleRecord, from a columns file where CsvExampleGen wrote one;
+StatisticsGen's executor reads with it and computes the same statistics as
+TFX's."""
 
 import apache_beam as beam
 from apache_beam.testing import util as beam_testing
@@ -15,8 +16,12 @@ from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
+from tfx_bsl.coders import example_coder
+from tfx_bsl.tfxio import record_based_tfxio
 from tfx_bsl.tfxio import tf_example_record
 
+from components import csv_example_gen
+from components import csv_example_gen_test
 from components import examples_io
 
 
@@ -120,3 +125,85 @@ def test_statistics_gen_reads_files_whole_for_tfxs_statistics(tmp_path,
                        tmp_path / 'theirs')
   assert ours == theirs
   assert ours['train'].datasets[0].num_examples == 90
+
+
+@pytest.fixture(scope='module')
+def csv_examples(tmp_path_factory):
+  """The record files of the CSV of csv_example_gen_test, written by this
+  project's CsvExampleGen (with their columns files)."""
+  root = tmp_path_factory.mktemp('examples')
+  (root / 'in').mkdir()
+  (root / 'in' / 'data.csv').write_bytes(csv_example_gen_test.CSV.encode())
+  _, examples = csv_example_gen_test.run_executor(
+      csv_example_gen.Executor(), root / 'in', root / 'out')
+  files = sorted(str(p) for p in (root / 'out').glob('Split-*/*'))
+  assert len(files) == 2
+  return files
+
+
+def _decoded(path, schema=None, raw_column=None, batch_size=7):
+  """(what _DecodeFile yields, what tfx-bsl's decoder decodes), as lists of
+  RecordBatches, and whether _DecodeFile read the columns file."""
+  serialized = schema.SerializeToString() if schema else None
+  decode = examples_io._DecodeFile(batch_size, serialized, raw_column)  # pylint: disable=protected-access
+  decode.setup()
+  used_columns = decode._columns(path) is not None  # pylint: disable=protected-access
+  ours = list(decode.process(path))
+  decoder = (example_coder.ExamplesToRecordBatchDecoder(serialized)
+             if schema else example_coder.ExamplesToRecordBatchDecoder())
+  theirs = []
+  for batch in tf.data.TFRecordDataset(path, 'GZIP').batch(batch_size):
+    records = batch.numpy().tolist()
+    decoded = decoder.DecodeBatch(records)
+    theirs.append(decoded if raw_column is None else
+                  record_based_tfxio.AppendRawRecordColumn(
+                      decoded, raw_column, records))
+  return ours, theirs, used_columns
+
+
+def _schema(text):
+  return text_format.Parse(text, schema_pb2.Schema())
+
+
+@pytest.mark.parametrize('schema, raw_column', [
+    (None, None),
+    (None, 'raw'),
+    # Not in the order of the file's columns, and not all of them.
+    (_schema('feature { name: "ratio" type: FLOAT } '
+             'feature { name: "count" type: INT } '
+             'feature { name: "name" type: BYTES }'), None),
+    (_schema('feature { name: "code" type: BYTES }'), 'raw'),
+])
+def test_columns_files_give_the_decoders_record_batches(csv_examples, schema,
+                                                        raw_column):
+  for path in csv_examples:
+    ours, theirs, used_columns = _decoded(path, schema, raw_column)
+    assert used_columns
+    assert len(ours) == len(theirs) > 1
+    for our_batch, their_batch in zip(ours, theirs):
+      assert our_batch.schema == their_batch.schema
+      assert our_batch.equals(their_batch)
+
+
+def test_without_a_matching_columns_file_records_are_decoded(csv_examples,
+                                                             tmp_path):
+  train, evaluation = csv_examples
+  # A feature the file does not have: the decoder's null column.
+  ours, theirs, used_columns = _decoded(train, _schema(
+      'feature { name: "count" type: INT } '
+      'feature { name: "elsewhere" type: FLOAT }'))
+  assert not used_columns
+  assert [b.to_pylist() for b in ours] == [b.to_pylist() for b in theirs]
+  # A type the file does not have: the decoder's error.
+  with pytest.raises(Exception, match='wrong type'):
+    _decoded(train, _schema('feature { name: "count" type: FLOAT }'))
+  # The columns of another record file.
+  copy = tmp_path / 'Split-train' / 'data.gz'
+  copy.parent.mkdir()
+  copy.write_bytes(open(train, 'rb').read())
+  (tmp_path / 'columns' / 'Split-train').mkdir(parents=True)
+  (tmp_path / 'columns' / 'Split-train' / 'data.gz.arrow').write_bytes(
+      open(examples_io.columns_path(evaluation), 'rb').read())
+  ours, theirs, used_columns = _decoded(str(copy))
+  assert not used_columns
+  assert [b.to_pylist() for b in ours] == [b.to_pylist() for b in theirs]

@@ -219,10 +219,11 @@ def create_pipeline(config: PipelineConfig,
   """The pipeline of `config`, placed on this machine or on Kubeflow."""
   where = placement(config, target)
   input_base, pattern = csv_input(where.data_path)
-  # The digest of its executor's code, in the only free-form property.
+  # The digest of its executor's code (and of the columns files' format),
+  # in the only free-form property.
   example_gen_code = example_gen_pb2.CustomConfig()
   example_gen_code.custom_config.Pack(wrappers_pb2.StringValue(
-      value=_code_digest(csv_example_gen.__name__)))
+      value=_code_digest(csv_example_gen.__name__, examples_io.__name__)))
   example_gen = csv_example_gen.CsvExampleGen(
       input_base=input_base,
       custom_config=example_gen_code,

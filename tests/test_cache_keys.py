@@ -25,7 +25,8 @@ def _properties():
 @pytest.mark.parametrize('module, components', [
     ('components.csv_example_gen', {pipeline_def.EXAMPLE_GEN}),
     ('components.preprocessing', {pipeline_def.TRANSFORM}),
-    ('components.examples_io', {pipeline_def.TRANSFORM}),
+    ('components.examples_io', {pipeline_def.EXAMPLE_GEN,
+                                pipeline_def.TRANSFORM}),
     ('components.model', {pipeline_def.TRAINER}),
     ('components.features', {pipeline_def.TRANSFORM, pipeline_def.TRAINER}),
     ('components.metrics', {pipeline_def.EVALUATOR}),
