@@ -279,7 +279,8 @@ class _WriteRange(beam.DoFn):
         for row in rows.tolist():
           writer.write(records[row])
       record_file = os.path.join(split_dir, name)
-      if batch is not None:  # its columns first: both name the record file
+      # The columns file first: a record file in place always has its own.
+      if batch is not None:
         examples_io.write_columns(staged + '.arrow', batch.take(rows), staged)
         tf.io.gfile.rename(staged + '.arrow',
                            examples_io.columns_path(record_file),
@@ -356,11 +357,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     split_dirs = [artifact_utils.get_split_uri([examples], name)
                   for name in split_names]
     staging_dir = os.path.join(examples.uri, STAGING_DIR)
-    for directory in split_dirs + [staging_dir]:
+    for directory in split_dirs + [staging_dir] + [
+        examples_io.columns_dir(split_dir) for split_dir in split_dirs]:
       tf.io.gfile.makedirs(directory)
-    for split_dir in split_dirs:
-      tf.io.gfile.makedirs(os.path.dirname(examples_io.columns_path(
-          os.path.join(split_dir, 'file'))))
     with self._make_beam_pipeline() as pipeline:
       if output_config.split_config.splits:
         # One input split, hashed into the output splits (TFX's rule).

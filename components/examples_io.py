@@ -9,11 +9,9 @@ TensorFlow's C++ reader in one DoFn and decodes batches of records there,
 with the same decoder, into the same RecordBatches. Everything else
 (schema, tensor representations, projection) is TFExampleRecord's.
 
-Transform's executor has a hook for its reader (`_CreateTFXIO`).
-StatisticsGen's and the Evaluator's do not: they build theirs with
-`tfxio_utils.make_tfxio`, which their executors here replace for the time
-of their `Do` (each component runs in its own process on Kubeflow, and one
-at a time in the local orchestrator).
+The three build their readers with `tfxio_utils.make_tfxio`, which their
+executors here replace for the time of their `Do` (each component runs in
+its own process on Kubeflow, and one at a time in the local orchestrator).
 
 Decoding tf.Examples into RecordBatches was then half of StatisticsGen's
 time and a fifth of Transform's and the Evaluator's. This project's
@@ -61,12 +59,16 @@ _RECORD_FILE_BYTES = b'tfrecord_file_bytes'
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression='lz4')
 
 
-def columns_path(record_file: str) -> str:
-  """Where the columns of `<artifact>/<split>/<file>` are: under
-  `<artifact>/columns/<split>/`."""
-  split_dir, name = os.path.split(record_file)
+def columns_dir(split_dir: str) -> str:
+  """`<artifact>/columns/<split>` for `<artifact>/<split>`."""
   artifact_dir, split = os.path.split(split_dir)
-  return os.path.join(artifact_dir, COLUMNS_DIR, split, name + '.arrow')
+  return os.path.join(artifact_dir, COLUMNS_DIR, split)
+
+
+def columns_path(record_file: str) -> str:
+  """Where the columns of a record file are, in its split's columns_dir."""
+  split_dir, name = os.path.split(record_file)
+  return os.path.join(columns_dir(split_dir), name + '.arrow')
 
 
 def write_columns(path: str, batch: pa.RecordBatch, record_file: str) -> None:
@@ -220,8 +222,11 @@ def _file_batched_make_tfxio():
 
 class TransformExecutor(transform_executor.Executor):
 
-  def _CreateTFXIO(self, dataset, schema):
-    return file_batched(super()._CreateTFXIO(dataset, schema))
+  def Do(self, input_dict, output_dict, exec_properties):
+    # Not through the executor's _CreateTFXIO hook: Do hands the work to a
+    # TransformProcessor of its own, whose hook it is.
+    with _file_batched_make_tfxio():
+      super().Do(input_dict, output_dict, exec_properties)
 
 
 class StatisticsGenExecutor(statistics_gen_executor.Executor):

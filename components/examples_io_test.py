@@ -9,6 +9,7 @@ from google.protobuf import text_format
 import pyarrow as pa
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx.components.statistics_gen import executor as tfx_statistics_gen
@@ -138,7 +139,7 @@ def csv_examples(tmp_path_factory):
       csv_example_gen.Executor(), root / 'in', root / 'out')
   files = sorted(str(p) for p in (root / 'out').glob('Split-*/*'))
   assert len(files) == 2
-  return files
+  return examples, files
 
 
 def _decoded(path, schema=None, raw_column=None, batch_size=7):
@@ -176,7 +177,7 @@ def _schema(text):
 ])
 def test_columns_files_give_the_decoders_record_batches(csv_examples, schema,
                                                         raw_column):
-  for path in csv_examples:
+  for path in csv_examples[1]:
     ours, theirs, used_columns = _decoded(path, schema, raw_column)
     assert used_columns
     assert len(ours) == len(theirs) > 1
@@ -187,7 +188,7 @@ def test_columns_files_give_the_decoders_record_batches(csv_examples, schema,
 
 def test_without_a_matching_columns_file_records_are_decoded(csv_examples,
                                                              tmp_path):
-  train, evaluation = csv_examples
+  _, (evaluation, train) = csv_examples
   # A feature the file does not have: the decoder's null column.
   ours, theirs, used_columns = _decoded(train, _schema(
       'feature { name: "count" type: INT } '
@@ -207,3 +208,39 @@ def test_without_a_matching_columns_file_records_are_decoded(csv_examples,
   ours, theirs, used_columns = _decoded(str(copy))
   assert not used_columns
   assert [b.to_pylist() for b in ours] == [b.to_pylist() for b in theirs]
+
+
+def _z_score(inputs):
+  """The preprocessing_fn of the test below."""
+  return {'count_z': tft.scale_to_z_score(tf.reshape(tf.sparse.reduce_sum(
+      tf.cast(inputs['count'], tf.float32), axis=1), [-1]))}
+
+
+def test_transform_reads_through_file_batched_records(csv_examples, tmp_path,
+                                                      monkeypatch):
+  examples, _ = csv_examples
+  schema = standard_artifacts.Schema()
+  schema.uri = str(tmp_path / 'schema')
+  (tmp_path / 'schema').mkdir()
+  (tmp_path / 'schema' / 'schema.pbtxt').write_text(
+      'feature { name: "count" type: INT }')
+  graph = standard_artifacts.TransformGraph()
+  graph.uri = str(tmp_path / 'graph')
+  sources = []
+  beam_source = examples_io.FileBatchedRecords.BeamSource
+  monkeypatch.setattr(examples_io.FileBatchedRecords, 'BeamSource',
+                      lambda self, *a: sources.append(self) or beam_source(
+                          self, *a))
+  make_tfxio = tfxio_utils.make_tfxio
+  examples_io.TransformExecutor().Do(
+      {standard_component_specs.EXAMPLES_KEY: [examples],
+       standard_component_specs.SCHEMA_KEY: [schema]},
+      {standard_component_specs.TRANSFORM_GRAPH_KEY: [graph]},
+      {standard_component_specs.PREPROCESSING_FN_KEY:
+           f'{__name__}._z_score',
+       standard_component_specs.FORCE_TF_COMPAT_V1_KEY: 1,
+       standard_component_specs.DISABLE_STATISTICS_KEY: 1})
+  assert sources  # the training split, read through FileBatchedRecords
+  assert tfxio_utils.make_tfxio is make_tfxio  # put back after Do
+  assert tft.TFTransformOutput(graph.uri).transformed_feature_spec() == {
+      'count_z': tf.io.FixedLenFeature([], tf.float32)}
