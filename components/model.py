@@ -17,7 +17,7 @@ the tf.Transform graph, so both serving signatures take raw data:
 """
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from absl import logging
 import numpy as np
@@ -96,6 +96,25 @@ def label_moments(dataset: tf.data.Dataset, max_batches: int = 100):
   return mean, (variance ** 0.5) or 1.0
 
 
+class Block(NamedTuple):
+  """A model input, and the columns of the design matrix X it makes."""
+  name: str
+  spec: Any  # its tf.io feature spec
+  # Vocabulary ids: one column per vocabulary entry, counting the row's ids
+  # (one per string or categorical column). None: a number, one column.
+  buckets: Optional[int]
+
+
+def design_blocks(tft_output: tft.TFTransformOutput, label: str
+                  ) -> List[Block]:
+  """Every transformed feature but the label, in the order of X's columns."""
+  return [Block(name, spec, tft_output.num_buckets_for_transformed_feature(
+      name) if spec.dtype.is_integer else None)
+          for name, spec in sorted(
+              tft_output.transformed_feature_spec().items())
+          if name != label]
+
+
 def build_model(tft_output: tft.TFTransformOutput, label: str,
                 learning_rate: float, label_mean: float = 0.0,
                 label_std: float = 1.0) -> keras.Model:
@@ -106,20 +125,16 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
   suits any label scale: grams, dollars or millions.
   """
   inputs, columns = {}, []
-  for name, spec in sorted(tft_output.transformed_feature_spec().items()):
-    if name == label:
-      continue
+  for name, spec, buckets in design_blocks(tft_output, label):
     inputs[name] = keras.Input(shape=tuple(spec.shape), name=name,
                                dtype=spec.dtype)
-    if spec.dtype.is_integer:  # ids in the shared vocabulary, one a column
+    if buckets is not None:  # ids in the shared vocabulary, one a column
       # Counts: one weight per vocabulary entry, so X holds a 1 for each
       # column's value (and counts columns that share an OOV bucket). As
       # one-hot rows summed: the graph is a few ops, where Keras's
       # CategoryEncoding adds ~20 (bincount and its range checks) to every
       # serving call. Ids are always in range: the vocabulary has OOV buckets.
-      one_hot = tf.one_hot(
-          inputs[name],
-          tft_output.num_buckets_for_transformed_feature(name))
+      one_hot = tf.one_hot(inputs[name], buckets)
       columns.append(tf.reduce_sum(one_hot, axis=1) if spec.shape else one_hot)
     else:
       columns.append(keras.layers.Reshape((1,))(inputs[name]))
@@ -135,34 +150,89 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
   return model
 
 
-def fit_least_squares(model: keras.Model, dataset: tf.data.Dataset,
-                      l2: float) -> float:
+def _gram_fn(blocks: List[Block]):
+  """A function of a batch -> the sums of products of X's columns (with the
+  intercept's and the label's), without X.
+
+  Multiplying X by itself would cost rows x d^2 (d ~230 here, nearly all of
+  it one-hot counts); most of those products are zeros. Instead, for D the
+  numbers, the intercept and the label (float64) and C the counts:
+  DᵀD is a small product; CᵀD sums each row of D into the entries of the
+  row's ids; CᵀC counts the pairs of ids in each row. An id out of its
+  vocabulary's range counts nowhere, as in the model's one-hot encoding.
+  """
+  numbers = [b.name for b in blocks if b.buckets is None]
+  id_blocks, width = [], 0
+  for block in blocks:
+    if block.buckets is not None:
+      id_blocks.append((block.name, block.buckets, width))
+      width += block.buckets
+  nowhere = width  # one more column, dropped
+
+  @tf.function(reduce_retracing=True, autograph=False)
+  def gram(batch, labels):
+    labels = tf.cast(labels, tf.float64)
+    dense = tf.stack([tf.cast(tf.reshape(batch[name], [-1]), tf.float64)
+                      for name in numbers] +
+                     [tf.ones_like(labels), labels], axis=1)
+    dense_gram = tf.matmul(dense, dense, transpose_a=True)
+    if not id_blocks:
+      return dense_gram, tf.zeros([0, 0], tf.float64), tf.zeros([0, 0],
+                                                                tf.float64)
+    rows = tf.shape(labels)[0]
+    ids = tf.concat([
+        tf.where((raw >= 0) & (raw < buckets), raw + offset, nowhere)
+        for name, buckets, offset in id_blocks
+        for raw in [tf.reshape(tf.cast(batch[name], tf.int32), [rows, -1])]
+    ], axis=1)
+    per_row = tf.shape(ids)[1]
+    counts_dense = tf.math.unsorted_segment_sum(
+        tf.repeat(dense, per_row, axis=0), tf.reshape(ids, [-1]), width + 1)
+    pairs = tf.reshape(ids[:, :, None] * (width + 1) + ids[:, None, :], [-1])
+    counts_gram = tf.reshape(tf.math.bincount(
+        pairs, minlength=(width + 1) ** 2, maxlength=(width + 1) ** 2,
+        dtype=tf.float64), [width + 1, width + 1])
+    return dense_gram, counts_dense[:width], counts_gram[:width, :width]
+
+  return gram
+
+
+def fit_least_squares(model: keras.Model, blocks: List[Block],
+                      dataset: tf.data.Dataset, l2: float) -> float:
   """Sets the model's linear layer to the ridge regression solution.
 
   Minimises mean((y - XW - b)^2) + l2 * |W|^2 over one pass of `dataset`,
   keeping only XᵀX and Xᵀy (d x d, d = the width of X), never the rows. The
   penalty makes the problem well-posed although each one-hot group sums to
   the intercept's column. `model` must output its linear layer in label
-  units (build_model's defaults). Returns the training RMSE.
+  units (build_model's defaults), from `blocks` (design_blocks). Returns
+  the training RMSE.
   """
-  design = keras.Model(model.inputs, model.get_layer('linear').input)
-
-  @tf.function(reduce_retracing=True, autograph=False)
-  def sums(batch, labels):
-    x = tf.cast(design(batch), tf.float64)
-    x = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)  # the intercept
-    y = tf.cast(labels, tf.float64)[:, None]
-    return (tf.matmul(x, x, transpose_a=True),
-            tf.matmul(x, y, transpose_a=True), tf.reduce_sum(y * y))
-
-  xtx = xty = None
-  yty = rows = 0.0
+  gram = _gram_fn(blocks)
+  sums = None
   for batch, labels in dataset:
-    batch_xtx, batch_xty, batch_yty = (t.numpy() for t in sums(batch, labels))
-    xtx = batch_xtx if xtx is None else xtx + batch_xtx
-    xty = batch_xty if xty is None else xty + batch_xty
-    yty += float(batch_yty)
-    rows += len(labels)
+    batch_sums = [t.numpy() for t in gram(batch, labels)]
+    sums = batch_sums if sums is None else [
+        total + more for total, more in zip(sums, batch_sums)]
+  dense_gram, counts_dense, counts_gram = sums
+  # One matrix over [numbers, intercept, label, counts], then X's columns
+  # (and the intercept's) picked from it in the model's order.
+  numbers = dense_gram.shape[0] - 2
+  intercept, label = numbers, numbers + 1
+  everything = np.block([[dense_gram, counts_dense.T],
+                         [counts_dense, counts_gram]])
+  order, number, count = [], 0, numbers + 2
+  for block in blocks:
+    if block.buckets is None:
+      order.append(number)
+      number += 1
+    else:
+      order.extend(range(count, count + block.buckets))
+      count += block.buckets
+  order.append(intercept)
+  xtx = everything[np.ix_(order, order)]
+  xty = everything[order, label][:, None]
+  yty, rows = everything[label, label], everything[intercept, intercept]
   if not rows:
     raise ValueError('no training rows with a label')
   penalty = np.full(len(xtx), l2 * rows)
@@ -260,8 +330,9 @@ def run_fn(fn_args: FnArgs) -> None:
   if custom_config['solver'] == 'least_squares':
     model = build_model(tft_output, label, custom_config['learning_rate'])
     rmse = fit_least_squares(
-        model, _dataset(fn_args.train_files, tft_output, label,
-                        LEAST_SQUARES_BATCH, one_pass=True),
+        model, design_blocks(tft_output, label),
+        _dataset(fn_args.train_files, tft_output, label, LEAST_SQUARES_BATCH,
+                 one_pass=True),
         custom_config['l2'])
     logging.info('Least squares fitted: training RMSE %.4g', rmse)
   else:
