@@ -90,6 +90,15 @@ def _decoded_type(column_type: pa.DataType) -> pa.DataType:
                        else values)
 
 
+def _rows(batch: pa.RecordBatch, start: int, count: int) -> pa.RecordBatch:
+  """Rows [start, start + count) of `batch`, copied: a slice would keep (and
+  pickle, between Beam stages) the whole file's buffers."""
+  rows = batch.slice(start, count)
+  return pa.RecordBatch.from_arrays(
+      [pa.concat_arrays([column]) for column in rows.columns],
+      schema=rows.schema)
+
+
 class _DecodeFile(beam.DoFn):
   """A TFRecord file -> RecordBatches of its decoded tf.Examples."""
 
@@ -148,14 +157,14 @@ class _DecodeFile(beam.DoFn):
     columns = self._columns(path)
     if columns is not None and self._raw_record_column_name is None:
       for start in range(0, columns.num_rows, self._batch_size):
-        yield columns.slice(start, self._batch_size)
+        yield _rows(columns, start, self._batch_size)
       return
     start = 0
     for examples in self._records(path):
       if columns is None:
         decoded = self._decoder.DecodeBatch(examples)
       else:
-        decoded = columns.slice(start, len(examples))
+        decoded = _rows(columns, start, len(examples))
         start += len(examples)
         if decoded.num_rows != len(examples):
           raise ValueError(f'{path} holds more records than '

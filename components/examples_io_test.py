@@ -244,3 +244,14 @@ def test_transform_reads_through_file_batched_records(csv_examples, tmp_path,
   assert tfxio_utils.make_tfxio is make_tfxio  # put back after Do
   assert tft.TFTransformOutput(graph.uri).transformed_feature_spec() == {
       'count_z': tf.io.FixedLenFeature([], tf.float32)}
+
+
+def test_batches_from_columns_hold_only_their_rows(csv_examples):
+  _, files = csv_examples
+  ours, theirs, used_columns = _decoded(files[0], batch_size=7)
+  assert used_columns
+  for our_batch, their_batch in zip(ours, theirs):
+    # A slice of the whole file's columns would hold (and pickle) all of
+    # them.
+    assert our_batch.get_total_buffer_size() == (
+        their_batch.get_total_buffer_size())
