@@ -115,11 +115,12 @@ BEAM_PROFILES = {
 
 # `auto`: the in-memory DirectRunner for inputs below this many rows, the
 # multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
-# Its workers cost ~40 s of start-up per run and save ~3.6 s per 100k rows,
-# so the two meet near 1.26M rows: 0.95x in-memory's wall time at 1.5M
-# rows, 2.1x at 150k (BENCHMARKS.md, fifth session).
+# Its workers cost ~45 s of start-up per run and save ~2.6 s per 100k rows
+# (means of two in-memory and three multi-process runs), so the two meet
+# near 1.9M rows. At 1.5M rows in-memory took 80 and 112 s, multi-process
+# 106, 112 and 112 s (BENCHMARKS.md, sixth session).
 AUTO_PROFILE = 'auto'
-MULTI_PROCESS_FROM_ROWS = 1_250_000
+MULTI_PROCESS_FROM_ROWS = 2_000_000
 
 
 @dataclasses.dataclass
