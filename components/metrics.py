@@ -308,6 +308,51 @@ def _take(value: Any, rows: np.ndarray) -> Any:
   return value[rows]
 
 
+def _value_codes(features: Dict[str, Any], rows: int) -> Optional[np.ndarray]:
+  """[rows, columns] codes of the slicing features' values, equal where the
+  values are; None unless each feature is a [rows, k] array of values that
+  compare (TFMA's form for one value a row)."""
+  codes = []
+  for value in features.values():
+    if type(value) is not np.ndarray or value.ndim != 2 or len(value) != rows:  # pylint: disable=unidiomatic-typecheck
+      return None
+    for column in value.T:
+      try:
+        codes.append(np.unique(column, return_inverse=True)[1].reshape(-1))
+      except TypeError:  # values of types that do not compare
+        return None
+  return np.stack(codes, axis=1) if codes else np.zeros((rows, 0), int)
+
+
+def _groups(features: Dict[str, Any], rows: int
+            ) -> Tuple[List[np.ndarray], List[Dict[str, Any]]]:
+  """The rows grouped by their slicing features' values (each group's rows
+  ascending, groups in order of their first row), and each group's values
+  as TFMA splits them into rows."""
+  codes = _value_codes(features, rows)
+  if codes is not None:
+    group = (np.unique(codes, axis=0, return_inverse=True)[1].reshape(-1)
+             if codes.size else np.zeros(rows, int))
+  else:  # row by row
+    examples = util.split_extracts({constants.FEATURES_KEY: features})
+    if len(examples) != rows:
+      raise ValueError(f'a batch of {rows} labels has {len(examples)} rows '
+                       'of features')
+    keys = {}
+    group = np.array([keys.setdefault(tuple(
+        (name, tuple(np.asarray(value).ravel().tolist()))
+        for name, value in example[constants.FEATURES_KEY].items()), len(keys))
+                      for example in examples])
+  order = np.argsort(group, kind='stable')
+  groups = sorted(np.split(order, np.flatnonzero(np.diff(group[order])) + 1),
+                  key=lambda group_rows: group_rows[0])
+  firsts = np.array([group_rows[0] for group_rows in groups])
+  values = ([examples[first] for first in firsts] if codes is None else
+            util.split_extracts({constants.FEATURES_KEY: _take(features,
+                                                               firsts)}))
+  return groups, [example[constants.FEATURES_KEY] for example in values]
+
+
 def _rows_by_slice(extracts: tfma.Extracts,
                    slice_spec: List[slicer.SingleSliceSpec]
                    ) -> Iterator[tfma.Extracts]:
@@ -315,32 +360,23 @@ def _rows_by_slice(extracts: tfma.Extracts,
   batch of another form (ragged labels, say) as is, to `_PER_EXAMPLE`.
 
   The slices of a row are TFMA's, generated once per distinct combination
-  of the slicing features' values in the batch.
+  of the slicing features' values in the batch (found with numpy where the
+  features are arrays).
   """
   rows = _row_count(extracts)
   if not rows:
     yield beam.pvalue.TaggedOutput(_PER_EXAMPLE, extracts)
     return
   features = extracts[constants.FEATURES_KEY]
-  examples = (util.split_extracts({constants.FEATURES_KEY: features})
-              if features else [{constants.FEATURES_KEY: {}}] * rows)
-  if len(examples) != rows:
-    raise ValueError(f'a batch of {rows} labels has {len(examples)} rows of '
-                     'features')
-  groups = {}  # the slicing features' values -> (rows, features)
-  for row, example in enumerate(examples):
-    values = example[constants.FEATURES_KEY]
-    key = tuple((name, tuple(np.asarray(value).ravel().tolist()))
-                for name, value in values.items())
-    group = groups.setdefault(key, ([], values))
-    group[0].append(row)
+  groups, values = (_groups(features, rows) if features else
+                    ([np.arange(rows)], [{}]))
   rows_of = collections.defaultdict(list)
-  for group_rows, values in groups.values():
+  for group_rows, group_values in zip(groups, values):
     for slice_key in set(slicer.get_slices_for_features_dicts(
-        [], values, slice_spec)):
-      rows_of[slice_key].extend(group_rows)
-  for slice_key, slice_rows in rows_of.items():
-    index = np.array(slice_rows)
+        [], group_values, slice_spec)):
+      rows_of[slice_key].append(group_rows)
+  for slice_key, parts in rows_of.items():
+    index = np.concatenate(parts)
     yield {constants.SLICE_KEY_TYPES_KEY:
                slicer.slice_keys_to_numpy_array([slice_key]),
            **{key: _take(extracts[key], index) for key in _ROW_KEYS

@@ -156,7 +156,12 @@ def _labels_per_slice(extracts, label):
               lambda lists: sorted(sum(lists, []))))
 
 
-def test_a_batch_reaches_the_metrics_once_per_slice_with_tfmas_slices():
+@pytest.mark.parametrize('feature_form, with_numpy', [
+    (lambda column: column, True),  # [rows, k] arrays
+    (lambda column: column[:, 0], False),  # anything else: row by row
+])
+def test_a_batch_reaches_the_metrics_once_per_slice_with_tfmas_slices(
+    feature_form, with_numpy):
   eval_config = _our_metrics_config()
   stages = metrics.custom_extractors(None, eval_config)
   assert stages[-1].stage_name == (
@@ -166,9 +171,10 @@ def test_a_batch_reaches_the_metrics_once_per_slice_with_tfmas_slices():
       unbatch_extractor.UNBATCH_EXTRACTOR_STAGE_NAME,
       slice_key_extractor.SLICE_KEY_EXTRACTOR_STAGE_NAME]
   batch = {
-      'features': {'hour': np.array([[1], [2], [1], [1]]),
-                   'payment': np.array([[b'Cash'], [b'Card'], [b'Cash'],
-                                        [b'Card']], dtype=object)},
+      'features': {'hour': feature_form(np.array([[1], [2], [1], [1]])),
+                   'payment': feature_form(np.array(
+                       [[b'Cash'], [b'Card'], [b'Cash'], [b'Card']],
+                       dtype=object))},
       'labels': np.array([[3.0], [5.0], [10.0], [0.5]]),
       'predictions': np.array([2.0, 7.0, 10.5, 0.0])}
   # Ragged labels (a row without one) take TFMA's stages, one example each.
@@ -177,6 +183,8 @@ def test_a_batch_reaches_the_metrics_once_per_slice_with_tfmas_slices():
           [[0, 0], [1, 0], [2, 0]]), dense_shape=np.array([4, 1])))
   assert metrics._row_count(batch) == 4  # pylint: disable=protected-access
   assert metrics._row_count(ragged) is None  # pylint: disable=protected-access
+  assert (metrics._value_codes(batch['features'], 4) is not None) == (  # pylint: disable=protected-access
+      with_numpy)
 
   with beam.Pipeline() as pipeline:
     batches = pipeline | beam.Create([batch])
