@@ -115,10 +115,10 @@ BEAM_PROFILES = {
 
 # `auto`: the in-memory DirectRunner for inputs below this many rows, the
 # multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
-# Its workers cost ~45 s of start-up per run and save ~2.6 s per 100k rows
-# (means of two in-memory and three multi-process runs), so the two meet
-# near 1.9M rows. At 1.5M rows in-memory took 80 and 112 s, multi-process
-# 106, 112 and 112 s (BENCHMARKS.md, sixth session).
+# Its workers cost ~45 s of start-up per run and save ~2.3 s per 100k rows
+# (means of three in-memory and six multi-process runs), so the two meet
+# near 2.1M rows. At 1.5M rows in-memory took 79-112 s, multi-process
+# 96-112 s (BENCHMARKS.md, sixth session).
 AUTO_PROFILE = 'auto'
 MULTI_PROCESS_FROM_ROWS = 2_000_000
 
