@@ -24,14 +24,16 @@ size is recorded) and holding every column the decoder would produce, with
 the decoder's type. The result is the decoder's: every record of such a
 file has every column, so no value is null, and columns come in the
 decoder's order (the schema's, or sorted by name without one). Anything
-else is decoded as before. The Evaluator still reads the records, which the
-model takes, but does not decode them.
+else, or a columns file that cannot be read, is decoded as before. The
+Evaluator still reads the records, which the model takes, but does not
+decode them.
 """
 
 import contextlib
 import os
 from typing import Iterator, List, Optional
 
+from absl import logging
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow as tf
@@ -120,8 +122,13 @@ class _DecodeFile(beam.DoFn):
     columns_file = columns_path(path)
     if not tf.io.gfile.exists(columns_file):
       return None
-    with tf.io.gfile.GFile(columns_file, 'rb') as f:
-      table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
+    try:
+      with tf.io.gfile.GFile(columns_file, 'rb') as f:
+        table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
+    except (pa.ArrowException, OSError) as e:  # the records still are
+      logging.warning('%s cannot be read (%s); decoding %s instead',
+                      columns_file, e, path)
+      return None
     if (table.schema.metadata or {}).get(_RECORD_FILE_BYTES) != str(
         tf.io.gfile.stat(path).length).encode():
       return None

@@ -208,6 +208,12 @@ def test_without_a_matching_columns_file_records_are_decoded(csv_examples,
   ours, theirs, used_columns = _decoded(str(copy))
   assert not used_columns
   assert [b.to_pylist() for b in ours] == [b.to_pylist() for b in theirs]
+  # A columns file that cannot be read.
+  (tmp_path / 'columns' / 'Split-train' / 'data.gz.arrow').write_bytes(
+      b'not an Arrow file')
+  ours, theirs, used_columns = _decoded(str(copy))
+  assert not used_columns
+  assert [b.to_pylist() for b in ours] == [b.to_pylist() for b in theirs]
 
 
 def _z_score(inputs):
