@@ -236,27 +236,28 @@ def _file_batched_make_tfxio():
     tfxio_utils.make_tfxio = make_tfxio
 
 
-class TransformExecutor(transform_executor.Executor):
+class _FileBatchedDo:
+  """An executor whose `Do` reads through file_batched readers.
 
-  def Do(self, input_dict, output_dict, exec_properties):
-    # Not through the executor's _CreateTFXIO hook: Do hands the work to a
-    # TransformProcessor of its own, whose hook it is.
-    with _file_batched_make_tfxio():
-      super().Do(input_dict, output_dict, exec_properties)
-
-
-class StatisticsGenExecutor(statistics_gen_executor.Executor):
+  Not through Transform's _CreateTFXIO hook: its executor's Do hands the
+  work to a TransformProcessor of its own, whose hook it is.
+  """
 
   def Do(self, input_dict, output_dict, exec_properties):
     with _file_batched_make_tfxio():
       super().Do(input_dict, output_dict, exec_properties)
 
 
-class EvaluatorExecutor(evaluator_executor.Executor):
+class TransformExecutor(_FileBatchedDo, transform_executor.Executor):
+  pass
 
-  def Do(self, input_dict, output_dict, exec_properties):
-    with _file_batched_make_tfxio():
-      super().Do(input_dict, output_dict, exec_properties)
+
+class StatisticsGenExecutor(_FileBatchedDo, statistics_gen_executor.Executor):
+  pass
+
+
+class EvaluatorExecutor(_FileBatchedDo, evaluator_executor.Executor):
+  pass
 
 
 # TFX's components (same specs, artifacts and ids) with these executors.

@@ -105,18 +105,24 @@ def _statistics(executor, examples, output_dir):
   return result
 
 
+@pytest.fixture
+def sources(monkeypatch):
+  """Every FileBatchedRecords whose BeamSource is read, as it is read."""
+  read = []
+  beam_source = examples_io.FileBatchedRecords.BeamSource
+  monkeypatch.setattr(examples_io.FileBatchedRecords, 'BeamSource',
+                      lambda self, *a: read.append(self) or beam_source(
+                          self, *a))
+  return read
+
+
 def test_statistics_gen_reads_files_whole_for_tfxs_statistics(tmp_path,
-                                                              monkeypatch):
+                                                              sources):
   examples = standard_artifacts.Examples()
   examples.uri = str(tmp_path / 'examples')
   examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
   _write(tmp_path / 'examples' / 'Split-train', (range(0, 60), range(60, 90)))
   _write(tmp_path / 'examples' / 'Split-eval', (range(90, 120),))
-  sources = []
-  beam_source = examples_io.FileBatchedRecords.BeamSource
-  monkeypatch.setattr(examples_io.FileBatchedRecords, 'BeamSource',
-                      lambda self, *a: sources.append(self) or beam_source(
-                          self, *a))
   make_tfxio = tfxio_utils.make_tfxio
   ours = _statistics(examples_io.StatisticsGenExecutor(), examples,
                      tmp_path / 'ours')
@@ -223,7 +229,7 @@ def _z_score(inputs):
 
 
 def test_transform_reads_through_file_batched_records(csv_examples, tmp_path,
-                                                      monkeypatch):
+                                                      sources):
   examples, _ = csv_examples
   schema = standard_artifacts.Schema()
   schema.uri = str(tmp_path / 'schema')
@@ -232,11 +238,6 @@ def test_transform_reads_through_file_batched_records(csv_examples, tmp_path,
       'feature { name: "count" type: INT }')
   graph = standard_artifacts.TransformGraph()
   graph.uri = str(tmp_path / 'graph')
-  sources = []
-  beam_source = examples_io.FileBatchedRecords.BeamSource
-  monkeypatch.setattr(examples_io.FileBatchedRecords, 'BeamSource',
-                      lambda self, *a: sources.append(self) or beam_source(
-                          self, *a))
   make_tfxio = tfxio_utils.make_tfxio
   examples_io.TransformExecutor().Do(
       {standard_component_specs.EXAMPLES_KEY: [examples],
