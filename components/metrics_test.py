@@ -4,6 +4,7 @@ against numpy; and the sums they share are computed once."""
 import apache_beam as beam
 from apache_beam.testing import util as beam_testing
 import numpy as np
+import pyarrow as pa
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -226,16 +227,20 @@ def test_weights_or_tfmas_own_metrics_keep_one_element_an_example(options):
       None, tfmas_metric)]
 
 
-def test_the_model_gets_the_examples_by_its_input_name(tmp_path):
+def _examples_model(path, eval_config):
+  """A model whose signature takes serialized examples, as TFMA's."""
   module = tf.Module()
   module.predict = tf.function(
       lambda examples: {'outputs': tf.strings.length(examples)},
       input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
-  tf.saved_model.save(module, str(tmp_path), signatures={
+  tf.saved_model.save(module, str(path), signatures={
       'serving_default': module.predict})
+  return tfma.default_eval_shared_model(str(path), eval_config=eval_config)
+
+
+def test_the_model_gets_the_examples_by_its_input_name(tmp_path):
   eval_config = _our_metrics_config()
-  model = tfma.default_eval_shared_model(str(tmp_path),
-                                         eval_config=eval_config)
+  model = _examples_model(tmp_path, eval_config)
   extractors = metrics.custom_extractors(model, eval_config)
   stages = [e.stage_name for e in extractors]
   assert stages.index('ExamplesAsModelInput') + 1 == stages.index(
@@ -248,3 +253,32 @@ def test_the_model_gets_the_examples_by_its_input_name(tmp_path):
             | beam.Map(lambda e: sorted(e['features'])))
     beam_testing.assert_that(seen, beam_testing.equal_to(
         [['examples', 'hour']]))
+
+
+def test_only_the_columns_that_labels_and_slicing_read_become_features(
+    tmp_path):
+  eval_config = _our_metrics_config(example_weight_key='tips')
+  extractors = metrics.custom_extractors(
+      _examples_model(tmp_path, eval_config), eval_config)
+  stages = [e.stage_name for e in extractors]
+  keep = stages.index('KeepNeededColumns')
+  assert stages[keep + 1] == 'ExtractFeatures'
+  batch = pa.RecordBatch.from_pydict({
+      'fare': [[3.0], [5.0]], 'tips': [[1.0], [0.0]], 'hour': [[1], [2]],
+      'payment': [[b'Cash'], [b'Card']], 'miles': [[1.5], [2.5]],
+      constants.ARROW_INPUT_COLUMN: [[b'a'], [b'b']]})
+  with beam.Pipeline() as pipeline:
+    seen = (pipeline | beam.Create([{constants.ARROW_RECORD_BATCH_KEY: batch}])
+            | extractors[keep].ptransform
+            | extractors[keep + 1].ptransform
+            | beam.Map(lambda e: (sorted(e['features']), list(e['input']))))
+    beam_testing.assert_that(seen, beam_testing.equal_to([(
+        ['fare', 'hour', 'payment', 'tips'], [b'a', b'b'])]))
+  # A model that takes features, or slices in SQL, may read any column.
+  assert 'KeepNeededColumns' not in [
+      e.stage_name for e in metrics.custom_extractors(None, eval_config)]
+  sql = _our_metrics_config()
+  sql.slicing_specs.add(slice_keys_sql='SELECT STRUCT(hour) FROM example.hour')
+  assert 'KeepNeededColumns' not in [
+      e.stage_name for e in metrics.custom_extractors(
+          _examples_model(tmp_path / 'sql', sql), sql)]
