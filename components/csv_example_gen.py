@@ -39,6 +39,7 @@ quoted newlines in training data, as TFX's CSV reader does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import uuid
@@ -130,22 +131,32 @@ def _lines(data: bytes) -> List[bytes]:
   return [line for line in data.splitlines() if line]
 
 
+# pyarrow's CSV reader, single-threaded: ranges are the unit of parallelism.
+# On Python 3.10 each call scans the whole heap (gc.get_referrers, in its
+# SignalStopHandler): ~30 ms a call in a worker that holds a model.
+_READ_OPTIONS = pa_csv.ReadOptions(use_threads=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _column_names(header: bytes) -> Tuple[str, ...]:
+  """The names in a CSV header line, read once per header (per file) in a
+  process rather than once per range, as each read scans the heap."""
+  return tuple(pa_csv.read_csv(pa.BufferReader(header + b'\n'),
+                               read_options=_READ_OPTIONS).column_names)
+
+
 def parse_range(path: str, start: int, end: int
                 ) -> Tuple[List[bytes], Dict[str, pa.Array]]:
   """The range's lines and its columns, every value as text ('' if empty)."""
   header, data = read_range(path, start, end)
   lines = _lines(data)
-  # Arrow buffers, not Python files: pyarrow's wrapper of a Python file ends
-  # by scanning the whole heap (gc.get_referrers): ~70 ms a call at 1.5M rows.
-  read_options = pa_csv.ReadOptions(use_threads=False)
   try:
-    names = pa_csv.read_csv(pa.BufferReader(header + b'\n'),
-                            read_options=read_options).column_names
+    names = _column_names(header)
   except pa.ArrowInvalid as e:
     raise ValueError(f'{path}: unreadable CSV header {header[:200]!r}: {e}'
                      ) from None
   table = pa_csv.read_csv(
-      pa.BufferReader(header + b'\n' + data), read_options=read_options,
+      pa.BufferReader(header + b'\n' + data), read_options=_READ_OPTIONS,
       convert_options=pa_csv.ConvertOptions(
           column_types={name: pa.string() for name in names},
           strings_can_be_null=False, quoted_strings_can_be_null=False))
