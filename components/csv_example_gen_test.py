@@ -2,6 +2,7 @@
 
 import functools
 import glob
+import hashlib
 import os
 
 from google.protobuf import text_format
@@ -13,6 +14,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
+from tfx_bsl.coders import example_coder
 
 from components import csv_example_gen
 
@@ -153,6 +155,10 @@ def test_splits_are_stable_and_follow_the_hash_of_the_line(outputs):
            for e in examples if 'Smith' in e]
   assert len(smith) == 2 and smith[0] == smith[1]
   line = b'1,0.5,"Smith, J",007,1,'
+  # TFX's rule, as base_example_gen_executor._PartitionFn writes it.
+  for key in (line, b'', b'x' * 1000):
+    assert csv_example_gen.bucket(key, 1000003) == int(
+        hashlib.sha256(key).hexdigest(), 16) % 1000003
   expected = 'eval' if csv_example_gen.bucket(line, 3) >= 2 else 'train'
   assert smith[0] == expected
 
@@ -193,3 +199,30 @@ def test_lines_may_end_in_a_lone_carriage_return(tmp_path):
 def test_a_value_beyond_the_type_sample_decides_the_type(last, kind):
   values = ['', '1'] * csv_example_gen.TYPE_SAMPLE + [last]
   assert csv_example_gen.column_type(pa.array(values)) == kind
+
+
+def test_examples_are_encoded_as_tfx_bsl_encodes_them():
+  # Each type with and without missing values; varints of every size (a
+  # negative int takes ten bytes); NaN, infinity and -0.0; strings whose
+  # lengths take one, two and three varint bytes; a name beyond ASCII.
+  rows = 10
+  batch = pa.RecordBatch.from_arrays([
+      pa.array([[v] for v in [0, 1, -1, 127, 128, 16383, 16384, 2**35,
+                              -2**63, 2**63 - 1]], pa.list_(pa.int64())),
+      pa.array([[1.5], [], [float('nan')], [float('inf')], [-0.0], [],
+                [3e38], [-1e-3], [], [2.0]], pa.list_(pa.float32())),
+      pa.array([[b'x'], [], [b'a' * 200], [b'b' * 20000], [], [b'\xff\0'],
+                [b'c'], [], [b'd'], [b'e']], pa.list_(pa.binary())),
+      pa.array([[], [5], [], [-7]] + [[]] * 6, pa.list_(pa.int64())),
+      pa.array([[]] * rows, pa.list_(pa.float32())),
+  ], ['count', 'ratio', 'name', 'čas', 'nothing'])
+  ours = csv_example_gen.encode_examples(batch)
+  theirs = example_coder.RecordBatchToExamples(batch)
+  # The same message, and the same size: only the features' order differs.
+  assert [len(record) for record in ours] == [len(r) for r in theirs]
+  canonical = lambda record: tf.train.Example.FromString(
+      record).SerializeToString(deterministic=True)
+  assert [canonical(r) for r in ours] == [canonical(r) for r in theirs]
+  with pytest.raises(ValueError, match='name: more than one value'):
+    csv_example_gen.encode_examples(pa.RecordBatch.from_arrays(
+        [pa.array([[b'a', b'b']], pa.list_(pa.binary()))], ['name']))
