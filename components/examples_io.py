@@ -50,9 +50,13 @@ from tfx_bsl.tfxio import dataset_util
 from tfx_bsl.tfxio import record_based_tfxio
 from tfx_bsl.tfxio import tf_example_record
 
-# Records per RecordBatch when the caller does not ask for a size: the most
-# that tfx-bsl's own batching would reach.
-DEFAULT_BATCH_SIZE = 1000
+# Records per RecordBatch when the caller does not ask for a size (none of
+# the three does). tfx-bsl's own batching reaches 1,000; their per-batch
+# work is Python, so larger batches cost less per row. At 1.5M rows,
+# in-memory, 8,192 against 1,000: StatisticsGen 11.8 -> 5.1 s, Transform
+# 9.9 -> 6.9 s, the Evaluator 11.2 -> 7.2 s, peak memory 1.30 -> 1.42 GB;
+# 32,768 gained nothing more, at 1.87 GB.
+DEFAULT_BATCH_SIZE = 8192
 
 
 COLUMNS_DIR = 'columns'
