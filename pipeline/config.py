@@ -115,12 +115,13 @@ BEAM_PROFILES = {
 
 # `auto`: the in-memory DirectRunner for inputs below this many rows, the
 # multi-process one from there on (`tfx-e2e run`; other jobs: in-memory).
-# Its workers cost ~45 s of start-up per run and save ~2.3 s per 100k rows
-# (means of three in-memory and six multi-process runs), so the two meet
-# near 2.1M rows. At 1.5M rows in-memory took 79-112 s, multi-process
-# 96-112 s (BENCHMARKS.md, sixth session).
+# Its workers cost ~40 s of start-up per run and save ~0.25-0.5 s per 100k
+# rows. In-memory was faster at every size measured: at 1.5M rows 57-67 s
+# against 83-91 s, at 4.5M 129 s against 138 s, in half the memory (1.2
+# against 2.5 GiB). The two meet near 6-8M rows by extrapolation
+# (BENCHMARKS.md, seventh session).
 AUTO_PROFILE = 'auto'
-MULTI_PROCESS_FROM_ROWS = 2_000_000
+MULTI_PROCESS_FROM_ROWS = 6_000_000
 
 
 @dataclasses.dataclass
