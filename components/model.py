@@ -152,7 +152,9 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
 
 def _gram_fn(blocks: List[Block]):
   """A function of a batch -> the sums of products of X's columns (with the
-  intercept's and the label's), without X.
+  intercept's and the label's), without X; and where X's columns, then the
+  intercept's, are in those sums assembled as one matrix over [numbers,
+  intercept, label, counts].
 
   Multiplying X by itself would cost rows x d^2 (d ~230 here, nearly all of
   it one-hot counts); most of those products are zeros. Instead, for D the
@@ -162,11 +164,16 @@ def _gram_fn(blocks: List[Block]):
   vocabulary's range counts nowhere, as in the model's one-hot encoding.
   """
   numbers = [b.name for b in blocks if b.buckets is None]
-  id_blocks, width = [], 0
+  id_blocks, width, order = [], 0, []
   for block in blocks:
-    if block.buckets is not None:
+    if block.buckets is None:
+      order.append(numbers.index(block.name))
+    else:
       id_blocks.append((block.name, block.buckets, width))
+      start = len(numbers) + 2 + width
+      order.extend(range(start, start + block.buckets))
       width += block.buckets
+  order.append(len(numbers))  # the intercept
   nowhere = width  # one more column, dropped
 
   @tf.function(reduce_retracing=True, autograph=False)
@@ -194,7 +201,7 @@ def _gram_fn(blocks: List[Block]):
         dtype=tf.float64), [width + 1, width + 1])
     return dense_gram, counts_dense[:width], counts_gram[:width, :width]
 
-  return gram
+  return gram, order
 
 
 def fit_least_squares(model: keras.Model, blocks: List[Block],
@@ -208,7 +215,7 @@ def fit_least_squares(model: keras.Model, blocks: List[Block],
   units (build_model's defaults), from `blocks` (design_blocks). Returns
   the training RMSE.
   """
-  gram = _gram_fn(blocks)
+  gram, order = _gram_fn(blocks)
   sums = None
   for batch, labels in dataset:
     batch_sums = [t.numpy() for t in gram(batch, labels)]
@@ -217,19 +224,9 @@ def fit_least_squares(model: keras.Model, blocks: List[Block],
   dense_gram, counts_dense, counts_gram = sums
   # One matrix over [numbers, intercept, label, counts], then X's columns
   # (and the intercept's) picked from it in the model's order.
-  numbers = dense_gram.shape[0] - 2
-  intercept, label = numbers, numbers + 1
+  intercept, label = order[-1], order[-1] + 1
   everything = np.block([[dense_gram, counts_dense.T],
                          [counts_dense, counts_gram]])
-  order, number, count = [], 0, numbers + 2
-  for block in blocks:
-    if block.buckets is None:
-      order.append(number)
-      number += 1
-    else:
-      order.extend(range(count, count + block.buckets))
-      count += block.buckets
-  order.append(intercept)
   xtx = everything[np.ix_(order, order)]
   xty = everything[order, label][:, None]
   yty, rows = everything[label, label], everything[intercept, intercept]

@@ -210,8 +210,9 @@ def test_the_sums_of_products_are_those_of_the_design_matrix():
                  counts(batch['c_ids'][:, None], 2), batch['d'][:, None],
                  np.ones((rows, 1))]).astype(np.float64)
   y = labels.astype(np.float64)
+  gram, order = model._gram_fn(blocks)  # pylint: disable=protected-access
   dense_gram, counts_dense, counts_gram = (
-      t.numpy() for t in model._gram_fn(blocks)(  # pylint: disable=protected-access
+      t.numpy() for t in gram(
           {k: tf.constant(v) for k, v in batch.items()}, tf.constant(labels)))
   # [numbers b, d, intercept, label] and [counts a0-a2, c0-c1]
   dense = np.stack([x[:, 3], x[:, 6], x[:, 7], y], axis=1)
@@ -219,6 +220,10 @@ def test_the_sums_of_products_are_those_of_the_design_matrix():
   np.testing.assert_allclose(dense_gram, dense.T @ dense)
   np.testing.assert_allclose(counts_dense, count_columns.T @ dense)
   np.testing.assert_array_equal(counts_gram, count_columns.T @ count_columns)
+  # Assembled, then picked in `order`: XᵀX in the model's column order.
+  everything = np.block([[dense_gram, counts_dense.T],
+                         [counts_dense, counts_gram]])
+  np.testing.assert_allclose(everything[np.ix_(order, order)], x.T @ x)
 
 
 def test_rows_without_a_label_are_dropped_from_training():
