@@ -290,12 +290,12 @@ def _join(*parts) -> pa.Array:
   return pc.binary_join_element_wise(*parts, b'')
 
 
-def _entry_head(key: bytes, tag: bytes, list_size: int) -> bytes:
+def _entry_head(key_field: bytes, tag: bytes, list_size: int) -> bytes:
   """A feature's map entry up to its list's content, which is `list_size`
   bytes long."""
   feature_head = tag + _varint(list_size)
-  entry = (_BYTES_TAG + _varint(len(key)) + key + b'\x12' +
-           _varint(len(feature_head) + list_size) + feature_head)
+  entry = (key_field + b'\x12' + _varint(len(feature_head) + list_size) +
+           feature_head)
   return _BYTES_TAG + _varint(len(entry) + list_size) + entry
 
 
@@ -310,10 +310,11 @@ def _feature_entries(name: str, column: pa.Array
   if not present.all():  # a value a row, null where there is none
     values = values.take(pa.array(np.cumsum(present) - 1, mask=~present))
   key = name.encode()
+  key_field = _BYTES_TAG + _varint(len(key)) + key
   if pa.types.is_floating(values.type):
     tag = _FLOATS_TAG
     floats = values.fill_null(0).to_numpy(zero_copy_only=False).astype('<f4')
-    head = _entry_head(key, tag, 6) + b'\x0a\x04'
+    head = _entry_head(key_field, tag, 6) + b'\x0a\x04'
     entries = _join(_binary(head), pa.Array.from_buffers(
         pa.binary(4), len(floats), [None, pa.py_buffer(floats)]
     ).cast(pa.binary()))
@@ -322,8 +323,9 @@ def _feature_entries(name: str, column: pa.Array
     tag = _INTS_TAG
     ints = values.fill_null(0).to_numpy(zero_copy_only=False)
     int_sizes = _varint_sizes(ints)
-    heads = [_entry_head(key, tag, 2 + size) + b'\x0a' + _varint(size)
-             for size in range(11)]  # by the size of the value's varint
+    heads = [  # by the size of the value's varint
+        _entry_head(key_field, tag, 2 + size) + b'\x0a' + _varint(size)
+        for size in range(11)]
     entries = _join(pa.array(heads, pa.binary()).take(int_sizes),
                     _varints(ints))
     sizes = np.array([len(head) for head in heads])[int_sizes] + int_sizes
@@ -334,16 +336,16 @@ def _feature_entries(name: str, column: pa.Array
         zero_copy_only=False).astype(np.int64)
     list_sizes = 1 + _varint_sizes(lengths) + lengths
     feature_sizes = 1 + _varint_sizes(list_sizes) + list_sizes
-    entry_sizes = (2 + len(_varint(len(key))) + len(key) +
-                   _varint_sizes(feature_sizes) + feature_sizes)
+    entry_sizes = (len(key_field) + 1 + _varint_sizes(feature_sizes) +
+                   feature_sizes)
     entries = _join(
         _binary(_BYTES_TAG), _varints(entry_sizes),
-        _binary(_BYTES_TAG + _varint(len(key)) + key + b'\x12'),
+        _binary(key_field + b'\x12'),
         _varints(feature_sizes), _binary(tag), _varints(list_sizes),
         _binary(_BYTES_TAG), _varints(lengths), strings)
     sizes = 1 + _varint_sizes(entry_sizes) + entry_sizes
   if not present.all():  # an empty list of the column's type
-    empty = _entry_head(key, tag, 0)
+    empty = _entry_head(key_field, tag, 0)
     entries = pc.if_else(pa.array(present), entries, _binary(empty))
     sizes = np.where(present, sizes, len(empty))
   return entries, sizes
