@@ -26,6 +26,7 @@ EXPECTED = {
     'mean_absolute_error': np.mean(np.abs(LABELS - PREDICTIONS)),
     'mean_label': LABELS.mean(),
     'mean_prediction': PREDICTIONS.mean(),
+    'r_squared': 1 - (np.mean((LABELS - PREDICTIONS) ** 2) / np.var(LABELS)),
 }
 
 
@@ -62,9 +63,11 @@ def _sums(model_name='', example_weighted=False):
 
 def _expected_sums(labels, predictions, weights):
   errors = labels - predictions
+  mean = np.average(labels, weights=weights)
   return [len(labels), weights.sum(), (weights * labels).sum(),
           (weights * predictions).sum(), (weights * errors ** 2).sum(),
-          (weights * np.abs(errors)).sum()]
+          (weights * np.abs(errors)).sum(),
+          (weights * (labels - mean) ** 2).sum()]
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.int64])
@@ -108,7 +111,64 @@ def test_example_weights_take_tfmas_conversion_and_rows_add_up():
                                metric_util.to_standard_metric_inputs({
                                    'labels': np.array([1.0, 2.0]),
                                    'predictions': np.array([0.5, 1.0])}))
-  assert accumulator == pytest.approx([2.0, 2.0, 3.0, 1.5, 1.25, 1.5])
+  assert accumulator == pytest.approx([2.0, 2.0, 3.0, 1.5, 1.25, 1.5, 0.5])
+
+
+def _weighted_r_squared(labels, predictions, weights):
+  mse = np.average((labels - predictions) ** 2, weights=weights)
+  mean = np.average(labels, weights=weights)
+  return 1 - mse / np.average((labels - mean) ** 2, weights=weights)
+
+
+def _r_squared(accumulator):
+  """The metric's value, derived from `accumulator` as TFMA derives it."""
+  sums, derived = metrics.RegressionRSquared().computations(
+      example_weighted=True)
+  (value,) = derived.result({sums.keys[0]: accumulator}).values()
+  return value
+
+
+@pytest.mark.parametrize('offset', [0.0, 1e8])
+def test_r_squared_with_unequal_weights_matches_numpy(offset):
+  rng = np.random.default_rng(7)
+  labels = offset + rng.normal(size=200)
+  predictions = labels + rng.normal(scale=0.5, size=200)
+  weights = rng.uniform(0.1, 5.0, size=200)
+  expected = _weighted_r_squared(labels - offset, predictions - offset,
+                                 weights)
+  # Example by example (TFMA's conversion, as for weighted examples), in
+  # parts merged as the runner would; and rows of weight 1 in batches.
+  sums = _sums(example_weighted=True)
+  parts = []
+  for rows in np.array_split(np.arange(200), 3):
+    accumulator = sums.create_accumulator()
+    for row in rows:
+      accumulator = sums.add_input(
+          accumulator, metric_util.to_standard_metric_inputs({
+              'labels': np.array([labels[row]]),
+              'predictions': np.array([predictions[row]]),
+              'example_weights': np.array([weights[row]])}))
+    parts.append(accumulator)
+  merged = sums.merge_accumulators(parts)
+  assert merged == pytest.approx(_expected_sums(labels, predictions, weights))
+  # Far from zero, a sum of squared labels would have lost every digit of
+  # the variance (1e16 against 1).
+  assert _r_squared(merged) == pytest.approx(expected, rel=1e-6)
+  unweighted = _sums()
+  batches = [unweighted.add_input(
+      unweighted.create_accumulator(), metric_types.StandardMetricInputs(
+          labels=labels[rows], predictions=predictions[rows]))
+             for rows in np.array_split(np.arange(200), 4)]
+  assert _r_squared(unweighted.merge_accumulators(batches)) == (
+      pytest.approx(_weighted_r_squared(labels - offset, predictions - offset,
+                                        np.ones(200)), rel=1e-6))
+  # No model beats or misses the mean of labels that do not vary.
+  constant = sums.add_input(sums.create_accumulator(),
+                            metric_util.to_standard_metric_inputs({
+                                'labels': np.array([3.0]),
+                                'predictions': np.array([2.0]),
+                                'example_weights': np.array([2.0])}))
+  assert np.isnan(_r_squared(constant))
 
 
 def test_only_the_slicing_features_reach_the_per_example_stages():
