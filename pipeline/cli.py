@@ -87,7 +87,8 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   data = getattr(args, 'data', None)
   if data and not args.config:
     # Another dataset: no taxi feature settings, names after the data.
-    name = re.sub(r'[^a-z0-9]+', '-', Path(data).stem.lower()).strip('-')
+    stem = re.sub(r'(\.csv)?(\.(gz|bz2|xz))?$', '', Path(data).name.lower())
+    name = re.sub(r'[^a-z0-9]+', '-', stem).strip('-')
     name = name or 'data'
     base = config_lib.PipelineConfig(
         pipeline_name=name, model_name=name.replace('-', '_'),
@@ -166,10 +167,15 @@ def _run(args: argparse.Namespace) -> int:
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = config.output_path / 'logs' / f'run-{stamp}.log'
   print(f'Running pipeline {config.pipeline_name} ({config.orchestrator} '
-        f'orchestrator) on {config.data.path}\n'
-        f'Output: {config.output_path}  (log: {log_path})', flush=True)
+        f'orchestrator) on {config.data.path}', flush=True)
+  # Before the log: nothing of a rejected run goes into the output directory.
+  report = input_check.check_input(config)
+  print('\n'.join([f'Input: {report.rows:,} rows, {len(report.columns)} '
+                   'columns', *input_check.input_notes(report),
+                   f'Output: {config.output_path}  (log: {log_path})']),
+        flush=True)
   with _logs_to_file(log_path, args.verbose):
-    outcome = runner.run(config, progress=_print_progress)
+    outcome = runner.run(config, progress=_print_progress, report=report)
     report_path = _write_report(config)
   from pipeline.summary import format_summary
   print('\n' + format_summary(outcome, str(log_path)), flush=True)

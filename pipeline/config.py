@@ -28,6 +28,17 @@ ORCHESTRATORS = ('local', 'beam')
 SOLVERS = ('least_squares', 'sgd')
 
 
+# Markers of a missing value: pandas' default `na_values`, and `inf`,
+# `-`, `?` (UCI's marker).
+DEFAULT_NA_VALUES = (
+    '', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan',
+    '1.#IND', '1.#QNAN', '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a',
+    'nan', 'null', 'inf', '-inf', 'Inf', '-Inf', 'Infinity', '-Infinity',
+    '-', '?')
+# Characters that TFX and Beam read as file patterns, not as names.
+FILE_PATTERN_CHARS = re.compile(r'[*?\[\]{}]')
+
+
 class ConfigError(ValueError):
   """The configuration (file, flags or their combination) is invalid."""
 
@@ -53,6 +64,12 @@ class DataConfig:
       default_factory=lambda: ['payment_type', 'trip_start_hour'])
   # A curated schema.pbtxt (ImportSchemaGen); empty means SchemaGen infers one.
   schema: Optional[str] = None
+  # The CSV's field delimiter; empty: detected from the header line (one
+  # of , ; tab |).
+  delimiter: str = ''
+  # Values that mean "missing" in every column (surrounding spaces aside).
+  na_values: List[str] = dataclasses.field(
+      default_factory=lambda: list(DEFAULT_NA_VALUES))
 
 
 @dataclasses.dataclass

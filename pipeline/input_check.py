@@ -1,67 +1,211 @@
-"""The data gate in front of CsvExampleGen.
+"""The CSV rules, and the data gate in front of CsvExampleGen.
 
-CsvExampleGen fails on bad CSVs deep inside a Beam job (or, for a missing
-label, only at the Trainer). This scan finds those problems first and names
-the file, line and column. Rows whose label is missing or not finite cannot be
-trained or evaluated on: they are dropped (counted in the run summary) by
-reading a filtered copy, stored under the output directory by content hash so
-that an unchanged second run reads the very same file and hits the cache.
+What the pipeline takes from a user's CSV is decided here, once, before TFX
+starts; nothing downstream guesses again:
+
+- **Files**: a CSV file, or a directory of them sharing one header; plain,
+  gzip, bzip2 or xz (detected from the bytes, not the name). The path is
+  taken literally: `[`, `*` and `?` in it are characters, not patterns.
+- **Delimiter**: `data.delimiter`, or detected from the header line among
+  `,` `;` tab and `|`.
+- **Header names** become valid model input names (`feature_names`): every
+  character but ASCII letters, digits and `_` becomes `_` (accents are
+  dropped first), leading and trailing `_` go, a leading digit gets `c_`,
+  an empty name is `column_<position>`, and a name taken by an earlier
+  column gets `_2`, `_3`... Two columns with the very same header name are
+  refused: settings could not tell them apart. Settings may name columns
+  either way (`Trip Miles` or `Trip_Miles`).
+- **Values**: surrounding spaces are trimmed, and a value in
+  `data.na_values` (pandas' default markers, plus `inf`, `-`, `?`) is
+  missing. A column is numeric when every present value is a number as
+  CsvExampleGen parses them (`NUMBER`); a column that is mostly numbers but
+  not all is read as text, and reported with examples of what is not a
+  number.
+- **Label**: numeric. A row whose label is missing or not finite is dropped
+  (counted, with examples); a label that is text refuses the file, with the
+  count and examples.
+
+Problems with the file itself are refused (`InputError`) naming the file,
+line and column. When the file differs from what CsvExampleGen reads
+(renamed header, markers, spaces, another delimiter, compression, dropped
+rows, a path with pattern characters), `prepare_input` writes the normalized
+rows under the output directory, keyed by a hash of the input and the rules,
+so an unchanged second run reads the very same file and hits the cache.
 """
 
 from __future__ import annotations
 
+import bz2
+import collections
 import csv
 import dataclasses
+import gzip
 import hashlib
+import io
+import lzma
 import math
 import os
+import re
+import unicodedata
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import (IO, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
-from pipeline.config import PipelineConfig
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from pipeline.config import FILE_PATTERN_CHARS, PipelineConfig
 
 
 class InputError(ValueError):
   """The input data cannot be used; the message names the file and problem."""
 
 
+DELIMITERS = (',', ';', '\t', '|')
+# A number as CsvExampleGen's Arrow cast reads one (and so the Transform):
+# no `+`, no spaces, no thousands separators, no `_`; `inf`/`nan` are
+# numbers there (non-finite ones, missing to the model).
+NUMBER = re.compile(
+    r'-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?'
+    r'|-?(?:inf|infinity|nan)',
+    re.IGNORECASE)
+# What a person would read as a number, written in a way CsvExampleGen does
+# not: a sign, a currency, thousands separators, a decimal comma, a percent.
+_LOOKS_NUMERIC = re.compile(
+    r'[+-]?[$€£]?(?:[0-9]{1,3}(?:[,.\' ][0-9]{3})+|[0-9]+)?(?:[.,][0-9]+)?'
+    r'(?:[eE][+-]?[0-9]+)?%?')
+# Files of a directory input.
+_CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz')
+# Part of the filtered copy's key: a change to these rules writes new copies.
+_RULES_VERSION = '2'
+_MAX_EXAMPLES = 5
+
+
+@dataclasses.dataclass
+class TextColumn:
+  """A column read as text although most of its values are numbers."""
+  not_numbers: int         # present values that are not numbers
+  present: int             # present (non-missing) values
+  examples: List[str]      # a few distinct ones, as in the file
+
+
 @dataclasses.dataclass
 class InputReport:
   files: List[str]
-  columns: List[str]
-  rows: int                 # data rows read (header excluded)
-  dropped_rows: int         # rows without a usable label
+  header: List[str]        # the columns as the file names them
+  columns: List[str]       # the names the pipeline uses, in file order
+  rows: int                # data rows read (header excluded)
+  dropped_rows: int        # rows without a usable label
   dropped_examples: List[str]  # the first few, as 'file:line (reason)'
-  path: str                 # what CsvExampleGen reads: the input or its copy
+  path: str                # what CsvExampleGen reads: the input or its copy
+  # Header name -> model name, for the names that changed.
+  renamed: Dict[str, str] = dataclasses.field(default_factory=dict)
+  delimiter: str = ','
+  compression: Optional[str] = None
+  # Per column (model name): cells read as missing because of a marker.
+  missing_markers: Dict[str, int] = dataclasses.field(default_factory=dict)
+  # Per column: values whose surrounding spaces were trimmed.
+  trimmed: Dict[str, int] = dataclasses.field(default_factory=dict)
+  text_columns: Dict[str, TextColumn] = dataclasses.field(
+      default_factory=dict)
+  # Why the pipeline reads a normalized copy ([] when it reads the input).
+  copy_reasons: List[str] = dataclasses.field(default_factory=list)
+  key: str = ''            # hash of the input and the rules (the copy's)
+  # (file, line) of the dropped rows, for the copy.
+  dropped_lines: frozenset = frozenset()
 
 
-_MAX_DROPPED_EXAMPLES = 5
+def feature_names(header: Sequence[str]) -> List[str]:
+  """The model input names of a header's columns, one to one (see the
+  module docstring). Valid as TensorFlow signature arguments."""
+  names: List[str] = []
+  taken = set()
+  for position, title in enumerate(header, start=1):
+    ascii_title = unicodedata.normalize('NFKD', title).encode(
+        'ascii', 'ignore').decode()
+    name = re.sub(r'[^A-Za-z0-9_]+', '_', ascii_title).strip('_')
+    name = re.sub(r'__+', '_', name)
+    if not name:
+      name = f'column_{position}'
+    elif name[0].isdigit():
+      name = f'c_{name}'
+    unique, suffix = name, 2
+    while unique in taken:
+      unique, suffix = f'{name}_{suffix}', suffix + 1
+    taken.add(unique)
+    names.append(unique)
+  return names
+
+
+def _compression(path: Path) -> Optional[str]:
+  with open(path, 'rb') as raw:
+    magic = raw.read(6)
+  if magic.startswith(b'\x1f\x8b'):
+    return 'gzip'
+  if magic.startswith(b'BZh'):
+    return 'bzip2'
+  if magic.startswith(b'\xfd7zXZ\x00'):
+    return 'xz'
+  if magic.startswith(b'PK\x03\x04'):
+    raise InputError(f'{path}: a zip archive, not a CSV file: unzip it and '
+                     'pass the CSV file (or its directory)')
+  if magic.startswith(b'\x28\xb5\x2f\xfd'):
+    raise InputError(f'{path}: zstd-compressed; decompress it first '
+                     '(gzip, bzip2 and xz are read as they are)')
+  return None
+
+
+_OPENERS = {None: open, 'gzip': gzip.open, 'bzip2': bz2.open, 'xz': lzma.open}
+
+
+def _open_bytes(path: Path, compression: Optional[str]) -> IO[bytes]:
+  return _OPENERS[compression](path, 'rb')
 
 
 def _input_files(path: Path) -> List[Path]:
   if not path.exists():
     raise InputError(f'{path}: no such file or directory')
   if path.is_dir():
-    files = sorted(p for p in path.glob('*.csv') if p.is_file())
+    files = sorted(p for p in path.iterdir() if p.is_file() and
+                   p.name.lower().endswith(_CSV_SUFFIXES))
     if not files:
-      raise InputError(f'{path}: directory holds no *.csv files')
+      raise InputError(f'{path}: directory holds no CSV files '
+                       f'({", ".join("*" + s for s in _CSV_SUFFIXES)})')
     return files
   return [path]
 
 
-def _records(path: Path, digest=None) -> Iterator[Tuple[int, List[str]]]:
-  """(line number, fields) for each record, streamed (a file of any size
-  takes little memory); feeds the raw bytes to `digest` first, if given."""
+def _text(path: Path, compression: Optional[str]) -> IO[str]:
   try:
-    if digest is not None:
-      with open(path, 'rb') as raw:
-        for block in iter(lambda: raw.read(1 << 20), b''):
-          digest.update(block)
-    text = open(path, newline='', encoding='utf-8-sig')  # pylint: disable=consider-using-with
+    return io.TextIOWrapper(_open_bytes(path, compression), newline='',
+                            encoding='utf-8-sig')
   except OSError as e:
     raise InputError(f'{path}: cannot read: {e.strerror}') from e
+
+
+def _header_delimiter(path: Path, compression: Optional[str],
+                      configured: str) -> str:
+  """`configured`, or the delimiter the header line uses most."""
+  if configured:
+    return configured
+  with _text(path, compression) as text:
+    try:
+      line = text.readline()
+    except UnicodeDecodeError:
+      raise _not_utf8(path, compression) from None
+  counts = {d: line.count(d) for d in DELIMITERS}
+  best = max(DELIMITERS, key=lambda d: (counts[d], d == ','))
+  return best if counts[best] else ','
+
+
+def _records(path: Path, compression: Optional[str], delimiter: str
+             ) -> Iterator[Tuple[int, List[str]]]:
+  """(line number, fields) for each record, streamed (a file of any size
+  takes little memory)."""
+  text = _text(path, compression)
   with text:
-    reader = csv.reader(text)
+    reader = csv.reader(text, delimiter=delimiter)
     previous_line = 0
     try:
       for fields in reader:
@@ -76,121 +220,356 @@ def _records(path: Path, digest=None) -> Iterator[Tuple[int, List[str]]]:
       raise InputError(f'{path}:{reader.line_num}: malformed CSV: {e}'
                        ) from None
     except UnicodeDecodeError:
-      raise _not_utf8(path) from None
+      raise _not_utf8(path, compression) from None
+    except (OSError, EOFError, lzma.LZMAError) as e:
+      raise InputError(f'{path}: cannot read ({compression or "file"}): '
+                       f'{e}') from None
 
 
-def _not_utf8(path: Path) -> InputError:
+def _not_utf8(path: Path, compression: Optional[str]) -> InputError:
   """The error for the first line of `path` that is not UTF-8. (The text
   reader decodes ahead of the line it yields, so its position is not it.)"""
-  with open(path, 'rb') as raw:
+  with _open_bytes(path, compression) as raw:
     for number, line in enumerate(raw, start=1):
       try:
         line.decode('utf-8')
       except UnicodeDecodeError as e:
         return InputError(f'{path}:{number}: not valid UTF-8 text '
-                          f'(byte {line[e.start]:#04x})')
+                          f'(byte {line[e.start]:#04x}); save the file as '
+                          'UTF-8')
   return InputError(f'{path}: not valid UTF-8 text')
+
+
+def _check_header(path: Path, header: Sequence[str]) -> None:
+  seen: Dict[str, int] = {}
+  for position, title in enumerate(header, start=1):
+    if title in seen and title.strip():
+      raise InputError(
+          f'{path}:1: columns {seen[title]} and {position} are both named '
+          f'{title!r}; rename one of them (settings could not tell them '
+          'apart)')
+    seen.setdefault(title, position)
+
+
+def resolve_column(name: str, header: Sequence[str],
+                   names: Sequence[str]) -> Optional[str]:
+  """The model name of a column named as in the header or as the model
+  names it; None if neither."""
+  if name in names:
+    return name
+  if name in header:
+    return names[list(header).index(name)]
+  return None
+
+
+def _resolved_settings(config: PipelineConfig, path: Path,
+                       header: Sequence[str], names: Sequence[str]
+                       ) -> Dict[str, object]:
+  """data.label and the column lists of `config`, as model names."""
+  label = resolve_column(config.data.label, header, names)
+  if label is None:
+    raise InputError(f'{path}: no label column {config.data.label!r} '
+                     f'(columns: {", ".join(header)})')
+  resolved: Dict[str, object] = {'label': label}
+  for setting in ('exclude_features', 'categorical_features',
+                  'slice_features'):
+    columns = [(c, resolve_column(c, header, names))
+               for c in getattr(config.data, setting)]
+    unknown = [c for c, name in columns if name is None]
+    if unknown:
+      raise InputError(f'{path}: data.{setting} names columns the data does '
+                       f'not have: {", ".join(unknown)}')
+    resolved[setting] = [name for _, name in columns]
+  if label in resolved['exclude_features']:
+    raise InputError(f'the label {config.data.label!r} is also excluded')
+  if not [n for n in names
+          if n != label and n not in resolved['exclude_features']]:
+    raise InputError(f'{path}: no feature columns: the data has only the '
+                     f'label{" and excluded columns" if len(names) > 1 else ""}'
+                     f' (columns: {", ".join(header)})')
+  return resolved
+
+
+def resolve_config(config: PipelineConfig,
+                   report: InputReport) -> PipelineConfig:
+  """`config` with its column settings as model names and its data path
+  the file CsvExampleGen reads."""
+  resolved = _resolved_settings(config, Path(report.files[0]), report.header,
+                                report.columns)
+  return dataclasses.replace(config, data=dataclasses.replace(
+      config.data, path=report.path, **resolved))
+
+
+def _label_problem(value: str, na_values: frozenset) -> Optional[str]:
+  """Why a label value is unusable, or None if it is a finite number."""
+  value = value.strip()
+  if value in na_values:
+    return f'missing label {value!r}' if value else 'missing label'
+  if not NUMBER.fullmatch(value):
+    return _NOT_NUMERIC
+  return None if math.isfinite(float(value)) else (
+      f'non-finite label {value!r}')
 
 
 _NOT_NUMERIC = 'not a number'
 
 
-def _label_problem(value: str) -> Optional[str]:
-  """Why a label value is unusable, or None if it is a finite number."""
-  if value.strip() == '':
-    return 'missing label'
-  try:
-    number = float(value)
-  except ValueError:
-    return _NOT_NUMERIC
-  return None if math.isfinite(number) else f'non-finite label {value!r}'
+class _ColumnProfile:
+  """Per column: markers, padded values, and the values that are not
+  numbers, counted with Arrow (a Python test per value would cost more than
+  the rest of the gate)."""
 
+  def __init__(self, names: Sequence[str], na_values: frozenset):
+    self._names = list(names)
+    self._na = pa.array(sorted(na_values), pa.string())
+    self.markers = collections.Counter()
+    self.trimmed = collections.Counter()
+    self.present = collections.Counter()
+    self.not_numbers = collections.Counter()
+    self.looks_numeric = collections.Counter()
+    self.examples: Dict[str, List[str]] = collections.defaultdict(list)
 
-def _check_columns(config: PipelineConfig, path: Path,
-                   header: Sequence[str]) -> None:
-  if config.data.label not in header:
-    raise InputError(f'{path}: no label column {config.data.label!r} '
-                     f'(columns: {", ".join(header)})')
-  for setting in ('exclude_features', 'categorical_features',
-                  'slice_features'):
-    unknown = [c for c in getattr(config.data, setting) if c not in header]
-    if unknown:
-      raise InputError(f'{path}: data.{setting} names columns the data does '
-                       f'not have: {", ".join(unknown)}')
+  def add_file(self, path: Path, compression: Optional[str],
+               delimiter: str) -> None:
+    options = dict(
+        read_options=pa_csv.ReadOptions(column_names=self._names,
+                                        skip_rows=1, block_size=16 << 20),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in self._names},
+            strings_can_be_null=False, quoted_strings_can_be_null=False))
+    try:
+      with _open_bytes(path, compression) as raw:
+        for batch in pa_csv.open_csv(raw, **options):
+          for name, values in zip(self._names, batch.columns):
+            self._add(name, values)
+    except (pa.ArrowInvalid, OSError, EOFError, lzma.LZMAError) as e:
+      raise InputError(f'{path}: cannot read as CSV: {e}') from None
+
+  def _add(self, name: str, values: pa.Array) -> None:
+    stripped = pc.utf8_trim_whitespace(values)
+    self.trimmed[name] += len(values) - pc.sum(
+        pc.equal(stripped, values)).as_py() or 0
+    missing = pc.is_in(stripped, value_set=self._na)
+    self.markers[name] += pc.sum(pc.and_(
+        missing, pc.not_equal(stripped, ''))).as_py() or 0
+    present = stripped.filter(pc.invert(missing))
+    self.present[name] += len(present)
+    try:
+      pc.cast(present, pa.float64())
+      return  # all numbers (the common case, decided in one cast)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+      pass
+    bad = present.filter(pc.invert(pc.match_substring_regex(
+        present, f'^(?:{NUMBER.pattern})$', ignore_case=True)))
+    self.not_numbers[name] += len(bad)
+    looks = bad.filter(pc.and_(
+        pc.match_substring_regex(bad, f'^(?:{_LOOKS_NUMERIC.pattern})$'),
+        pc.match_substring_regex(bad, '[0-9]')))
+    self.looks_numeric[name] += len(looks)
+    examples = self.examples[name]
+    for value in pc.unique(bad[:1000]).to_pylist():
+      if len(examples) >= _MAX_EXAMPLES:
+        break
+      if value not in examples:
+        examples.append(value)
+
+  def text_columns(self, skip: Sequence[str]) -> Dict[str, TextColumn]:
+    """Columns read as text in which most present values are, or look
+    like, numbers."""
+    found = {}
+    for name in self._names:
+      bad, present = self.not_numbers[name], self.present[name]
+      if name in skip or not bad:
+        continue
+      numbers = present - bad + self.looks_numeric[name]
+      if numbers * 2 >= present:
+        found[name] = TextColumn(bad, present, self.examples[name])
+    return found
 
 
 def check_input(config: PipelineConfig) -> InputReport:
-  """Validates the CSV input of `config`; returns what ExampleGen should read.
+  """Reads and validates the CSV input of `config`; writes nothing.
 
-  Raises InputError for data that cannot be used.
+  Returns what the pipeline will read (`prepare_input` writes the copy the
+  report asks for). Raises InputError for data that cannot be used.
   """
   data_path = Path(config.data.path)
   files = _input_files(data_path)
-  digest = hashlib.sha256(config.data.label.encode())
+  na_values = frozenset(config.data.na_values)
+  digest = hashlib.sha256('\0'.join(
+      [_RULES_VERSION, config.data.label, config.data.delimiter,
+       *sorted(na_values)]).encode())
   header: Optional[List[str]] = None
+  names: List[str] = []
+  delimiter = ','
   dropped_lines = set()  # (file, line) of rows without a usable label
   rows = 0
   dropped_examples: List[str] = []
+  bad_labels: List[Tuple[Path, int, str]] = []
+  compressions = set()
+  profile: Optional[_ColumnProfile] = None
   for path in files:
-    records = _records(path, digest)
+    try:
+      compression = _compression(path)
+      with open(path, 'rb') as raw:
+        for block in iter(lambda: raw.read(1 << 20), b''):
+          digest.update(block)
+    except OSError as e:
+      raise InputError(f'{path}: cannot read: {e.strerror}') from e
+    compressions.add(compression)
+    if header is None:
+      delimiter = _header_delimiter(path, compression, config.data.delimiter)
+    records = _records(path, compression, delimiter)
     first = next(records, None)
     if first is None or not any(field.strip() for field in first[1]):
       raise InputError(f'{path}: empty file (no header row)')
     file_header = first[1]
     if header is None:
       header = file_header
-      _check_columns(config, path, header)
-      label_index = header.index(config.data.label)
+      _check_header(path, header)
+      names = feature_names(header)
+      resolved = _resolved_settings(config, path, header, names)
+      label_index = names.index(resolved['label'])
+      profile = _ColumnProfile(names, na_values)
     elif file_header != header:
       raise InputError(f'{path}: header differs from {files[0]}: '
-                       f'{",".join(file_header)}')
+                       f'{delimiter.join(file_header)}')
     file_rows = 0
     for line, fields in records:
       if not fields:
         continue  # blank line
       file_rows += 1
       if len(fields) != len(header):
+        hint = (f'; the header has no {delimiter!r}: set data.delimiter'
+                if len(header) == 1 else '')
         raise InputError(f'{path}:{line}: {len(fields)} fields, but the '
-                         f'header has {len(header)}')
-      problem = _label_problem(fields[label_index])
+                         f'header has {len(header)}{hint}')
+      problem = _label_problem(fields[label_index], na_values)
       if problem == _NOT_NUMERIC:
-        raise InputError(
-            f'{path}:{line}: label {config.data.label!r} is not numeric: '
-            f'{fields[label_index]!r}')
-      if problem:
+        bad_labels.append((path, line, fields[label_index]))
+      elif problem:
         dropped_lines.add((path, line))
-        if len(dropped_examples) < _MAX_DROPPED_EXAMPLES:
+        if len(dropped_examples) < _MAX_EXAMPLES:
           dropped_examples.append(f'{path.name}:{line} ({problem})')
     if file_rows == 0:
       raise InputError(f'{path}: no data rows after the header')
     rows += file_rows
+    profile.add_file(path, compression, delimiter)
 
+  label = names[label_index]
+  if bad_labels:
+    path, line, value = bad_labels[0]
+    more = ''
+    if len(bad_labels) > 1:
+      more = f'; {len(bad_labels):,} rows like this, e.g. ' + ', '.join(
+          f'{p.name}:{n} {v!r}' for p, n, v in bad_labels[:_MAX_EXAMPLES])
+    raise InputError(
+        f'{path}:{line}: label {config.data.label!r} is not numeric: '
+        f'{value!r} (column {label_index + 1}){more}; fix those values, '
+        'mark them missing (data.na_values), or choose another --label')
   if len(dropped_lines) == rows:
     raise InputError(f'{data_path}: no row has a usable label '
                      f'{config.data.label!r}')
-  path = str(data_path)
+  renamed = {title: name for title, name in zip(header, names)
+             if title != name}
+  markers = {name: n for name, n in profile.markers.items() if n}
+  trimmed = {name: n for name, n in profile.trimmed.items() if n}
+  compression = next((c for c in compressions if c), None)
+  reasons = []
   if dropped_lines:
-    path = _write_filtered_copy(config, digest.hexdigest()[:16], files,
-                                dropped_lines)
-  return InputReport(files=[str(f) for f in files], columns=list(header),
-                     rows=rows, dropped_rows=len(dropped_lines),
-                     dropped_examples=dropped_examples, path=path)
+    reasons.append(f'{len(dropped_lines):,} rows without a usable label '
+                   'dropped')
+  if renamed:
+    reasons.append('header names made valid model inputs')
+  if markers:
+    reasons.append('missing-value markers read as missing')
+  if trimmed:
+    reasons.append('spaces around values trimmed')
+  if delimiter != ',':
+    reasons.append(f'delimiter {delimiter!r}')
+  if compression:
+    reasons.append(f'{compression}-compressed')
+  if FILE_PATTERN_CHARS.search(str(data_path.resolve())):
+    reasons.append('the path has file-pattern characters')
+  if data_path.is_dir() and any(
+      not f.name.lower().endswith('.csv') for f in files):
+    reasons.append('compressed files in the directory')
+  key = digest.hexdigest()[:16]
+  return InputReport(
+      files=[str(f) for f in files], header=header, columns=names,
+      rows=rows,
+      dropped_rows=len(dropped_lines), dropped_examples=dropped_examples,
+      path=(str(_copy_path(config, key)) if reasons else str(data_path)),
+      renamed=renamed, delimiter=delimiter, compression=compression,
+      missing_markers=markers, trimmed=trimmed,
+      text_columns=profile.text_columns(
+          [label, *resolved['exclude_features']]),
+      copy_reasons=reasons, key=key, dropped_lines=frozenset(dropped_lines))
 
 
-def _write_filtered_copy(config: PipelineConfig, key: str,
-                         files: List[Path], dropped_lines) -> str:
-  """One CSV of every input row but the dropped ones (a second, cheap pass)."""
-  target = config.output_path / 'input' / key / 'data.csv'
+def _copy_path(config: PipelineConfig, key: str) -> Path:
+  return config.output_path / 'input' / key / 'data.csv'
+
+
+def prepare_input(config: PipelineConfig, report: InputReport) -> str:
+  """Writes the normalized copy `report` asks for, if any (a second pass
+  over the input); returns the path CsvExampleGen reads."""
+  if not report.copy_reasons:
+    return report.path
+  target = Path(report.path)
   if target.exists():  # same input as a previous run: keep the file (cache)
     return str(target)
+  na_values = frozenset(config.data.na_values)
   target.parent.mkdir(parents=True, exist_ok=True)
   partial = target.with_suffix('.csv.partial')
   with open(partial, 'w', newline='', encoding='utf-8') as out:
     writer = csv.writer(out, lineterminator='\n')
-    for index, path in enumerate(files):
-      for line, fields in _records(path):
-        if fields and (line > 1 or index == 0) and (
-            (path, line) not in dropped_lines):
-          writer.writerow(fields)
+    writer.writerow(report.columns)
+    for path in map(Path, report.files):
+      records = _records(path, _compression(path), report.delimiter)
+      next(records, None)  # the header
+      for line, fields in records:
+        if fields and (path, line) not in report.dropped_lines:
+          writer.writerow(['' if value in na_values else value for value in
+                           (field.strip() for field in fields)])
   os.replace(partial, target)  # never leave a half-written input behind
   return str(target)
+
+
+def _counts(counts: Dict[str, int]) -> str:
+  return ', '.join(f'{name} {count:,}' for name, count in counts.items())
+
+
+def _hint(examples: List[str]) -> str:
+  """What the non-numbers of a mostly numeric column look like."""
+  if any(re.fullmatch(r'[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?', e)
+         for e in examples):
+    return 'thousands separators? '
+  if any(re.fullmatch(r'[+-]?[0-9]+,[0-9]+', e) for e in examples):
+    return 'decimal commas? '
+  return ''
+
+
+def input_notes(report: InputReport) -> List[str]:
+  """How the input was read, where it differs from the file as it is: the
+  guesses a user should know of."""
+  lines = []
+  if report.copy_reasons:
+    lines.append(f'  read as: {"; ".join(report.copy_reasons)} (a normalized '
+                 f'copy: {report.path})')
+  if report.renamed:
+    lines.append('  columns renamed to valid model input names: ' + ', '.join(
+        f'{original!r} -> {name}' for original, name in report.renamed.items()))
+  if report.missing_markers:
+    lines.append('  missing-value markers (data.na_values) per column: '
+                 + _counts(report.missing_markers))
+  for name, column in report.text_columns.items():
+    lines.append(
+        f'  warning: {name} is read as text (a vocabulary), though most of '
+        f'its values are numbers: {column.not_numbers:,} of '
+        f'{column.present:,} are not, e.g. '
+        f'{", ".join(repr(e) for e in column.examples)} '
+        f'({_hint(column.examples)}fix them, add them to data.na_values, or '
+        f'exclude the column)')
+  return lines

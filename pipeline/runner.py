@@ -146,8 +146,12 @@ def _dag_runner(orchestrator: str):
 
 
 def run(config: PipelineConfig,
-        progress: Callable[..., None] = lambda *_: None) -> RunOutcome:
+        progress: Callable[..., None] = lambda *_: None,
+        report: Optional[input_check.InputReport] = None) -> RunOutcome:
   """Gates the input, runs the pipeline and returns what it did.
+
+  The input is checked (`report`: already checked) before anything is
+  written: a rejected run leaves the output directory as it was.
 
   `progress(node_id, 'running', index, total)` and
   `progress(node_id, 'finished'|'skipped', index, total, seconds)` are called
@@ -155,24 +159,29 @@ def run(config: PipelineConfig,
   OutputBusy when another run holds the output directory, and
   ComponentFailed when a component fails.
   """
+  report = report or input_check.check_input(config)
+  resolved = input_check.resolve_config(config, report)
   with exclusive_output(config.output_path):
-    save_run_config(config)
+    input_check.prepare_input(config, report)
+    # Recorded with the columns as the model names them, and the user's
+    # data path (not the copy).
+    save_run_config(dataclasses.replace(resolved, data=dataclasses.replace(
+        resolved.data, path=config.data.path)))
     abandoned = cancel_abandoned_executions(config.metadata_path)
-    outcome = _run(config, progress)
+    outcome = _run(resolved, report, progress)
   outcome.abandoned_executions = abandoned
   return outcome
 
 
-def _run(config: PipelineConfig, progress: Callable[..., None]) -> RunOutcome:
-  report = input_check.check_input(config)
+def _run(config: PipelineConfig, report: input_check.InputReport,
+         progress: Callable[..., None]) -> RunOutcome:
   # Imported here: they load TensorFlow, which `--help` and bad input need not.
   from pipeline import results as results_lib
   from pipeline.pipeline import create_pipeline
 
   profile = config.beam_profile(report.rows)
   tfx_pipeline = create_pipeline(dataclasses.replace(
-      config, data=dataclasses.replace(config.data, path=report.path),
-      beam=dataclasses.replace(config.beam, profile=profile)))
+      config, beam=dataclasses.replace(config.beam, profile=profile)))
   with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
     try:
       _dag_runner(config.orchestrator).run(tfx_pipeline)

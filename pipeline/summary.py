@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from pipeline import input_check
 from pipeline import results as results_lib
 from pipeline.runner import RunOutcome
 
@@ -76,6 +77,7 @@ def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
                f'{report.dropped_rows:,} dropped for a missing or non-finite '
                'label' + (f' (e.g. {", ".join(report.dropped_examples)})'
                           if report.dropped_rows else ''))
+  lines += input_check.input_notes(report)
   lines.append(f'Beam profile: {outcome.beam_profile}')
   lines += ['', 'Components:'] + _components_table(outcome)
   if outcome.abandoned_executions:

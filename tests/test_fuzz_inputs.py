@@ -85,6 +85,7 @@ def test_the_data_gate_accepts_or_names_file_and_line(data):
     except input_check.InputError as e:
       assert str(e).startswith(str(path)), e
       return
+    input_check.prepare_input(config, report)
     assert 0 <= report.dropped_rows < report.rows
     _, kept = read_csv(Path(report.path))
     kept = [row for row in kept if row]  # blank lines are not rows
