@@ -1,0 +1,337 @@
+"""Users' own CSV files: the shapes real tables come in.
+
+Each test here stands for a way a real file used to be read wrongly or
+refused late: header names that are not valid model inputs, duplicated
+names, file names with pattern characters, missing-value markers, other
+delimiters, compression, numbers written as text. The invariant, checked on
+generated files: the gate refuses a file (naming it), or CsvExampleGen reads
+exactly the file's rows, under the header's names made valid one to one.
+"""
+
+import bz2
+import csv
+import gzip
+import io
+import lzma
+import re
+import zipfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from components import csv_example_gen
+from pipeline import input_check, runner
+from pipeline.config import DataConfig, PipelineConfig
+from tests.conftest import read_csv, run_cli, write_csv
+
+VALID_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
+
+
+def _config(tmp_path, data, label='fare', **data_settings):
+  for setting in ('exclude_features', 'categorical_features',
+                  'slice_features'):
+    data_settings.setdefault(setting, [])
+  return PipelineConfig(output_dir=str(tmp_path / 'out'), data=DataConfig(
+      path=str(data), label=label, **data_settings))
+
+
+def _gate(config):
+  """The gate's report, and the rows and columns CsvExampleGen then reads."""
+  report = input_check.check_input(config)
+  path = input_check.prepare_input(config, report)
+  rows, names = [], None
+  for byte_range in csv_example_gen.byte_ranges(path):
+    _, columns = csv_example_gen.parse_range(*byte_range)
+    names = list(columns)
+    rows += [list(row) for row in zip(*(c.to_pylist()
+                                        for c in columns.values()))]
+  return report, names, rows
+
+
+# Header names.
+
+@given(st.lists(st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(['Trip Miles', 'trip_miles', '', '_id', '__', '1st',
+                     'Compañía', 'é', 'a.b', 'a-b', 'fare ($)', '名前'])),
+    min_size=1, max_size=12))
+@settings(max_examples=500, deadline=None)
+def test_feature_names_are_valid_unique_and_one_to_one(header):
+  names = input_check.feature_names(header)
+  assert len(names) == len(header)
+  assert len(set(names)) == len(names)
+  assert all(VALID_NAME.fullmatch(name) for name in names), names
+  assert input_check.feature_names(header) == names  # deterministic
+  for title, name in zip(header, names):
+    if VALID_NAME.fullmatch(title) and header.count(title) == 1 and (
+        '__' not in title) and title not in names[:names.index(name)]:
+      assert name == title  # valid names are kept
+
+
+def test_a_header_with_spaces_punctuation_and_accents_maps_one_to_one(
+    tmp_path):
+  header = ['Fare ($)', 'Trip Miles', '', '_payment type', 'Compañía',
+            'trip-miles', '1st stop']
+  data = write_csv(tmp_path / 'd.csv', header,
+                   [['5', '1.5', 'x', 'Cash', 'A', '2', 'y'],
+                    ['7', '2.5', 'z', 'Card', 'B', '3', 'w']])
+  report, names, rows = _gate(_config(tmp_path, data, label='Fare ($)'))
+  assert names == report.columns == [
+      'Fare', 'Trip_Miles', 'column_3', 'payment_type', 'Compania',
+      'trip_miles', 'c_1st_stop']
+  assert report.renamed == dict(zip(header, names))
+  assert rows == [['5', '1.5', 'x', 'Cash', 'A', '2', 'y'],
+                  ['7', '2.5', 'z', 'Card', 'B', '3', 'w']]
+  # Settings may name a column either way.
+  resolved = input_check.resolve_config(_config(
+      tmp_path, data, label='Fare', exclude_features=['Trip Miles'],
+      slice_features=['_payment type']), report)
+  assert (resolved.data.label, resolved.data.exclude_features,
+          resolved.data.slice_features) == ('Fare', ['Trip_Miles'],
+                                            ['payment_type'])
+
+
+def test_sanitized_names_that_collide_get_suffixes(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['a b', 'a_b', 'a-b', 'fare'],
+                   [['1', '2', '3', '4']])
+  report, names, _ = _gate(_config(tmp_path, data))
+  assert names == ['a_b', 'a_b_2', 'a_b_3', 'fare']
+
+
+def test_duplicate_header_names_are_refused(tmp_path):
+  data = write_csv(tmp_path / 'd.csv',
+                   ['fare', 'trip_miles', 'trip_miles', 'payment_type'],
+                   [['5', '1', '600', 'Cash']])
+  with pytest.raises(input_check.InputError, match=re.escape(
+      f"{data}:1: columns 2 and 3 are both named 'trip_miles'")):
+    input_check.check_input(_config(tmp_path, data))
+
+
+# File names and paths.
+
+def test_a_file_name_with_pattern_characters_is_read_literally(tmp_path):
+  named = write_csv(tmp_path / 'g' / 'trips[12].csv', ['x', 'fare'],
+                    [['1', '5'], ['2', '6'], ['3', '7']])
+  write_csv(tmp_path / 'g' / 'trips1.csv', ['x', 'fare'], [['9', '99']])
+  report, _, rows = _gate(_config(tmp_path, named))
+  assert '[' not in report.path
+  assert rows == [['1', '5'], ['2', '6'], ['3', '7']]
+
+
+def test_an_output_directory_with_pattern_characters_is_refused(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['x', 'fare'], [['1', '5']])
+  result = run_cli(['run', '--data', str(data), '--label', 'fare',
+                    '--output', str(tmp_path / 'runs[1]')])
+  assert result.exit_code == runner.EXIT_BAD_INPUT
+  assert 'file patterns' in result.stderr
+  assert not (tmp_path / 'runs[1]').exists()
+
+
+@pytest.mark.parametrize('suffix, opener', [
+    ('.csv.gz', gzip.open), ('.csv.bz2', bz2.open), ('.csv.xz', lzma.open),
+    ('.csv', gzip.open)])  # gzip bytes under a plain name: the bytes decide
+def test_compressed_files_are_read(tmp_path, suffix, opener):
+  path = tmp_path / f'd{suffix}'
+  with opener(path, 'wt', newline='') as f:
+    f.write('x,fare\n1,5\n2,6\n')
+  report, _, rows = _gate(_config(tmp_path, path))
+  assert report.compression and rows == [['1', '5'], ['2', '6']]
+
+
+def test_a_zip_archive_is_refused_with_what_to_do(tmp_path):
+  path = tmp_path / 'd.csv'
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('d.csv', 'x,fare\n1,5\n')
+  with pytest.raises(input_check.InputError, match='zip archive.*unzip'):
+    input_check.check_input(_config(tmp_path, path))
+
+
+def test_a_directory_with_compressed_and_plain_files(tmp_path):
+  write_csv(tmp_path / 'in' / 'a.csv', ['x', 'fare'], [['1', '5']])
+  with gzip.open(tmp_path / 'in' / 'b.csv.gz', 'wt') as f:
+    f.write('x,fare\n2,6\n')
+  report, _, rows = _gate(_config(tmp_path, tmp_path / 'in'))
+  assert report.rows == 2 and rows == [['1', '5'], ['2', '6']]
+
+
+# Delimiters.
+
+@pytest.mark.parametrize('delimiter', [';', '\t', '|'])
+def test_the_delimiter_is_detected(tmp_path, delimiter):
+  path = tmp_path / 'd.csv'
+  path.write_text(delimiter.join(['x', 'payment', 'fare']) + '\n' +
+                  delimiter.join(['1,5', 'a,b', '5']) + '\n')
+  report, _, rows = _gate(_config(tmp_path, path))
+  assert report.delimiter == delimiter
+  assert rows == [['1,5', 'a,b', '5']]
+
+
+def test_a_configured_delimiter_wins_and_a_wrong_one_is_named(tmp_path):
+  path = tmp_path / 'd.csv'
+  path.write_text('x;fare\n1;5\n')
+  _, _, rows = _gate(_config(tmp_path, path, delimiter=';'))
+  assert rows == [['1', '5']]
+  with pytest.raises(input_check.InputError,
+                     match="no label column 'fare'"):
+    input_check.check_input(_config(tmp_path, path, delimiter=','))
+
+
+# Values.
+
+def test_missing_value_markers_are_missing_in_every_column(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['miles', 'payment', 'fare'], [
+      ['1.5', 'Cash', '5'], ['NA', 'N/A', '6'], ['null', 'Card', 'NaN'],
+      [' 2 ', ' - ', '7'], ['?', 'None', '8'], ['3', 'Cash', 'inf']])
+  report, _, rows = _gate(_config(tmp_path, data))
+  assert rows == [['1.5', 'Cash', '5'], ['', '', '6'], ['2', '', '7'],
+                  ['', '', '8']]
+  assert report.dropped_rows == 2  # NaN and inf labels: missing
+  # Counted in every row, also those dropped for their label.
+  assert report.missing_markers == {'miles': 3, 'payment': 3, 'fare': 2}
+  assert report.trimmed == {'miles': 1, 'payment': 1}
+  assert not report.text_columns  # miles is numeric after all
+  batch = csv_example_gen.range_types(csv_example_gen.byte_ranges(
+      report.path)[0])
+  assert batch['miles'] == csv_example_gen.FLOAT
+
+
+def test_markers_are_configurable(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['code', 'fare'],
+                   [['NA', '5'], ['missing', '6'], ['EU', '7']])
+  _, _, rows = _gate(_config(tmp_path, data, na_values=['', 'missing']))
+  assert rows == [['NA', '5'], ['', '6'], ['EU', '7']]
+
+
+def test_a_mostly_numeric_column_read_as_text_is_reported(tmp_path):
+  rows = [[str(i), '5'] for i in range(100)]
+  rows[3][0], rows[9][0], rows[12][0] = '1,380', '2,100', 'unknown'
+  data = write_csv(tmp_path / 'd.csv', ['seconds', 'fare'], rows)
+  report = input_check.check_input(_config(tmp_path, data))
+  column = report.text_columns['seconds']
+  assert (column.not_numbers, column.present) == (3, 100)
+  assert set(column.examples) == {'1,380', '2,100', 'unknown'}
+  notes = '\n'.join(input_check.input_notes(report))
+  assert 'seconds is read as text' in notes and 'thousands' in notes
+
+
+def test_a_text_column_is_not_reported(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['payment', 'fare'],
+                   [['Cash', '5'], ['Card', '6'], ['1', '7']])
+  assert not input_check.check_input(_config(tmp_path, data)).text_columns
+
+
+def test_every_bad_label_is_counted_with_examples(tmp_path):
+  rows = [[str(i), str(i)] for i in range(50)]
+  for i in (4, 9, 20, 30):
+    rows[i][1] = f'x{i}'
+  data = write_csv(tmp_path / 'd.csv', ['miles', 'fare'], rows)
+  with pytest.raises(input_check.InputError) as error:
+    input_check.check_input(_config(tmp_path, data))
+  message = str(error.value)
+  assert message.startswith(f"{data}:6: label 'fare' is not numeric: 'x4'")
+  assert '4 rows like this' in message
+  assert "d.csv:32 'x30'" in message
+
+
+@given(st.text(alphabet='0123456789.eE+-_, infatyINFATY', max_size=10))
+@settings(max_examples=2000, deadline=None)
+def test_the_number_rule_is_csv_example_gens(value):
+  """A label the gate takes as a number is one CsvExampleGen's Arrow cast
+  reads as a number, and the reverse."""
+  try:
+    pc.cast(pa.array([value]), pa.float64())
+    arrow = True
+  except pa.ArrowInvalid:
+    arrow = False
+  assert bool(input_check.NUMBER.fullmatch(value)) == arrow, value
+
+
+# The invariant, on generated files.
+
+_TITLES = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=('Cs', 'Cc')),
+            max_size=8),
+    st.sampled_from(['Trip Miles', 'trip_miles', '', ' ', '_x', 'é',
+                     'fare']))
+_VALUES = st.one_of(
+    st.integers(-1000, 1000).map(str), st.floats(-1e6, 1e6).map(repr),
+    st.sampled_from(['', 'NA', 'N/A', 'null', 'NaN', 'inf', '-', '?',
+                     ' 3 ', 'Cash', '1,380']),
+    st.text(alphabet='abc ,;"', max_size=5))
+
+
+@st.composite
+def _tables(draw):
+  features = draw(st.lists(_TITLES, min_size=1, max_size=6))
+  header = features + ['label']
+  rows = [draw(st.lists(_VALUES, min_size=len(features),
+                        max_size=len(features))) +
+          [draw(st.one_of(st.integers(-99, 99).map(str),
+                          st.sampled_from(['', 'NA', 'x'])))]
+          for _ in range(draw(st.integers(1, 8)))]
+  delimiter = draw(st.sampled_from([',', ';', '\t']))
+  return header, rows, delimiter
+
+
+@given(_tables())
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.function_scoped_fixture])
+def test_the_gate_refuses_or_examplegen_reads_exactly_the_rows(
+    tmp_path_factory, table):
+  header, rows, delimiter = table
+  work = tmp_path_factory.mktemp('gen')
+  text = io.StringIO()
+  csv.writer(text, delimiter=delimiter, lineterminator='\n').writerows(
+      [header] + rows)
+  path = work / 'data.csv'
+  path.write_text(text.getvalue(), encoding='utf-8')
+  config = _config(work, path, label='label')
+  try:
+    report, names, read = _gate(config)
+  except input_check.InputError as e:
+    assert str(e).startswith(str(path)) or 'label' in str(e), e
+    return
+  assert names == report.columns == input_check.feature_names(header)
+  na_values = set(config.data.na_values)
+
+  def clean(value):
+    value = value.strip()
+    return '' if value in na_values else value
+
+  expected = [[clean(v) for v in row] for row in rows
+              if clean(row[-1]) != '']
+  assert read == expected
+  assert report.rows - report.dropped_rows == len(read)
+
+
+# Refused runs leave the output directory as it was.
+
+def _tree(directory: Path):
+  return sorted((str(p.relative_to(directory)), p.stat().st_size,
+                 p.stat().st_mtime_ns) for p in directory.rglob('*'))
+
+
+def test_a_rejected_run_changes_nothing_in_an_existing_output(tmp_path):
+  output = tmp_path / 'out'
+  output.mkdir()
+  (output / 'run-config.yaml').write_text('pipeline_name: earlier\n')
+  (output / 'logs').mkdir()
+  before = _tree(output)
+  bad = write_csv(tmp_path / 'd.csv', ['fare', 'x', 'x'], [['1', '2', '3']])
+  for data in (tmp_path / 'typo.csv', bad):
+    result = run_cli(['run', '--data', str(data), '--label', 'fare',
+                      '--output', str(output)])
+    assert result.exit_code == runner.EXIT_BAD_INPUT, result
+  assert _tree(output) == before
+
+
+def test_a_rejected_run_creates_no_output_directory(tmp_path):
+  result = run_cli(['run', '--data', str(tmp_path / 'typo.csv'), '--label',
+                    'fare', '--output', str(tmp_path / 'new')])
+  assert result.exit_code == runner.EXIT_BAD_INPUT
+  assert not (tmp_path / 'new').exists()
