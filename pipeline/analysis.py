@@ -74,9 +74,12 @@ def comparison_frame(results: results_lib.RunResults) -> Optional[pd.DataFrame]:
 
 
 def thresholds_frame(results: results_lib.RunResults) -> pd.DataFrame:
+  """The blessing gates as the Evaluator applied them, with the setting
+  that holds each."""
   return pd.DataFrame(
-      [(c.description, c.value, c.verdict) for c in results.thresholds],
-      columns=['threshold', 'value', 'result'])
+      [(c.description, c.value, c.verdict, c.setting or '')
+       for c in results.thresholds],
+      columns=['threshold', 'value', 'result', 'setting'])
 
 
 def plot_metric_by_slice(metrics: Dict[str, Dict[str, float]], feature: str,

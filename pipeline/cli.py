@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import logging
 import os
@@ -47,7 +48,9 @@ def _add_config_flags(parser: argparse.ArgumentParser,
   group.add_argument('--data', metavar='PATH',
                      help='a CSV file or a directory of CSV files; without '
                      '--config this selects another dataset, so the bundled '
-                     "taxi data's feature settings do not apply")
+                     "taxi data's feature settings and RMSE bound do not "
+                     'apply (the blessing gates are scale-free: R² >= 0, '
+                     'RMSE within 1%% of the last blessed model)')
   group.add_argument('--label', help='the numeric column to predict')
   group.add_argument('--exclude', metavar='COLS',
                      help='comma-separated columns that are not features')
@@ -94,7 +97,9 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
         pipeline_name=name, model_name=name.replace('-', '_'),
         data=config_lib.DataConfig(
             path=data, label='', exclude_features=[],
-            categorical_features=[], slice_features=[]))
+            categorical_features=[], slice_features=[]),
+        # The taxi's RMSE bound is in dollars: gates that fit any scale.
+        evaluation=dataclasses.replace(config_lib.SCALE_FREE_EVALUATION))
   flags = {
       'output_dir': getattr(args, 'output', None),
       'orchestrator': getattr(args, 'orchestrator', None),

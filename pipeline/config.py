@@ -9,6 +9,7 @@ in that order. Paths inside a YAML file are relative to that file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -100,10 +101,27 @@ class TrainingConfig:
 
 @dataclasses.dataclass
 class EvaluationConfig:
-  # Absolute gate: the candidate's overall RMSE must be at most this.
+  """The Evaluator's blessing gates, each on the overall eval split; None
+  turns a gate off. The defaults are the taxi task's (fares in dollars);
+  a `--data` run without `--config` starts from `SCALE_FREE_EVALUATION`."""
+  # Absolute gate, in the label's units: overall RMSE at most this.
   rmse_upper_bound: Optional[float] = 10.0
-  # Change gate: RMSE may exceed the last blessed model's by at most this.
-  max_rmse_increase: float = 1e-6
+  # Scale-free gate: R² (1 - MSE / the eval labels' variance) at least
+  # this. 0: no worse than predicting the eval labels' mean.
+  min_r_squared: Optional[float] = None
+  # Change gates against the last blessed model (skipped for the first):
+  # RMSE may exceed its RMSE by at most this, in the label's units ...
+  max_rmse_increase: Optional[float] = 1e-6
+  # ... and by at most this fraction of it (0.01: 1%).
+  max_relative_rmse_increase: Optional[float] = None
+
+
+# The gates of a dataset of unknown scale: beat the mean predictor, and stay
+# within 1% of the last blessed model's RMSE (a retrain on slightly changed
+# data moves it a little either way).
+SCALE_FREE_EVALUATION = EvaluationConfig(
+    rmse_upper_bound=None, min_r_squared=0.0, max_rmse_increase=None,
+    max_relative_rmse_increase=0.01)
 
 
 # Beam pipeline options per profile; {placeholders} come from BeamConfig.
@@ -287,7 +305,28 @@ class PipelineConfig:
       raise ConfigError(f'the label {self.data.label!r} is also excluded')
     if self.data.schema and not Path(self.data.schema).is_file():
       raise ConfigError(f'data.schema: no such file: {self.data.schema}')
+    self._validate_evaluation()
     return self
+
+  def _validate_evaluation(self) -> None:
+    evaluation = self.evaluation
+    for name, value in dataclasses.asdict(evaluation).items():
+      if value is not None and not math.isfinite(value):
+        raise ConfigError(f'evaluation.{name} must be a finite number or '
+                          f'none (gate off), not {value}')
+    if (evaluation.rmse_upper_bound is not None and
+        evaluation.rmse_upper_bound < 0):
+      raise ConfigError('evaluation.rmse_upper_bound must be >= 0 (an RMSE '
+                        'is never negative), or none')
+    if evaluation.min_r_squared is not None and evaluation.min_r_squared > 1:
+      raise ConfigError('evaluation.min_r_squared must be <= 1 (R² is 1 for '
+                        "a perfect fit, 0 for predicting the labels' mean), "
+                        'or none')
+    if (evaluation.max_relative_rmse_increase is not None and
+        evaluation.max_relative_rmse_increase <= -1):
+      raise ConfigError('evaluation.max_relative_rmse_increase must be > -1 '
+                        '(a fraction of the baseline RMSE: 0.01 allows 1% '
+                        'more), or none')
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

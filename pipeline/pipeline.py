@@ -118,15 +118,60 @@ def csv_input(data_path: str):
   return parent or '.', name
 
 
+class Gate(NamedTuple):
+  """A blessing gate: a threshold on one metric, overall, from one setting."""
+  setting: str  # the field of EvaluationConfig that holds the threshold
+  metric: type  # its metric class, in components/metrics.py
+  # The threshold's field: GenericValueThreshold's upper_bound or
+  # lower_bound, or GenericChangeThreshold's absolute or relative (RMSE's
+  # change to the last blessed model's, lower is better; relative is that
+  # change over the baseline's RMSE).
+  bound: str
+
+
+BLESSING_GATES = (
+    Gate('rmse_upper_bound', metrics.RegressionRootMeanSquaredError,
+         'upper_bound'),
+    Gate('min_r_squared', metrics.RegressionRSquared, 'lower_bound'),
+    Gate('max_rmse_increase', metrics.RegressionRootMeanSquaredError,
+         'absolute'),
+    Gate('max_relative_rmse_increase',
+         metrics.RegressionRootMeanSquaredError, 'relative'),
+)
+CHANGE_BOUNDS = ('absolute', 'relative')
+
+
+def gate_threshold(gate: Gate, value: float) -> tfma.MetricThreshold:
+  """The TFMA threshold of `gate` at `value`.
+
+  Args:
+    gate: One of BLESSING_GATES.
+    value: Its setting's value.
+
+  Returns:
+    A MetricThreshold with one value or change threshold.
+  """
+  bound = {gate.bound: {'value': value}}
+  if gate.bound in CHANGE_BOUNDS:
+    return tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.LOWER_IS_BETTER, **bound))
+  return tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(**bound))
+
+
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """TFMA metrics, slices and the two blessing thresholds on RMSE."""
-  rmse_threshold = tfma.MetricThreshold(
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.LOWER_IS_BETTER,
-          absolute={'value': config.evaluation.max_rmse_increase}))
-  if config.evaluation.rmse_upper_bound is not None:
-    rmse_threshold.value_threshold.CopyFrom(tfma.GenericValueThreshold(
-        upper_bound={'value': config.evaluation.rmse_upper_bound}))
+  """TFMA metrics, slices and the blessing gates (BLESSING_GATES) that
+  config.evaluation turns on, each its own threshold so that the validation
+  result names the one that failed."""
+  # By class name: TFX's module loading may have imported components.metrics
+  # again since, with new classes.
+  gates = {}
+  for gate in BLESSING_GATES:
+    value = getattr(config.evaluation, gate.setting)
+    if value is not None:
+      gates.setdefault(gate.metric.__name__, []).append(
+          tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                       threshold=gate_threshold(gate, value)))
   metric_arguments = json.dumps({CODE_DIGEST: _code_digest(metrics.__name__)})
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
@@ -145,10 +190,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
           tfma.MetricConfig(
               class_name=metric.__name__, module=metrics.__name__,
               config=metric_arguments,
-              per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                  slicing_specs=[tfma.SlicingSpec()],
-                  threshold=rmse_threshold)]
-              if metric is metrics.RegressionRootMeanSquaredError else None)
+              per_slice_thresholds=gates.get(metric.__name__))
           for metric in metrics.ALL])],
       # Only the metrics above, not the model's compiled Keras metrics.
       options=tfma.Options(include_default_metrics={'value': False}))

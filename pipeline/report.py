@@ -70,10 +70,15 @@ def _evaluation(results: results_lib.RunResults,
              '<span class="bad">NOT BLESSED</span>')
   parts += [f'<h2>Blessing: {verdict}</h2>',
             _table(analysis.thresholds_frame(results), index=False)]
+  for check in results.thresholds:
+    if check.passed is False:
+      value = '-' if check.value is None else f'{check.value:.4g}'
+      parts.append(_note(f'Failed: {check.description}, value {value}; '
+                         f'{check.remedy}.'))
   comparison = analysis.comparison_frame(results)
   if comparison is None:
     parts.append(_note('No baseline: there was no blessed model before this '
-                       'one, so the change threshold was not checked.'))
+                       'one, so the change thresholds were not checked.'))
   else:
     parts += ['<h3>Candidate vs baseline (the last blessed model)</h3>',
               _table(comparison)]

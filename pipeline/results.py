@@ -15,18 +15,21 @@ from typing import Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.writers import eval_config_writer
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from components import metrics as metrics_lib
 from pipeline import pipeline as pipeline_def
 from pipeline.config import PipelineConfig
 
 OVERALL = 'Overall'
 RMSE = 'root_mean_squared_error'
+R_SQUARED = 'r_squared'
 # The metrics reported, in display order: TFMA name -> display name.
 METRIC_NAMES = {
     'example_count': 'examples', RMSE: 'RMSE', 'mean_squared_error': 'MSE',
     'mean_absolute_error': 'MAE', 'mean_label': 'mean label',
-    'mean_prediction': 'mean prediction',
+    'mean_prediction': 'mean prediction', R_SQUARED: 'R²',
 }
 
 _STATES = {
@@ -57,14 +60,45 @@ class ComponentRun:
 
 @dataclasses.dataclass
 class ThresholdCheck:
-  description: str   # e.g. 'RMSE <= 10.0 (absolute)'
+  """A blessing gate as the Evaluator applied it to the overall eval split
+  (from the eval config stored with the evaluation), and its verdict (from
+  the validation result)."""
+  metric: str  # TFMA metric name, e.g. 'root_mean_squared_error'
+  # upper_bound or lower_bound (on the value), absolute or relative (on the
+  # change to the last blessed model's value): pipeline.Gate.bound.
+  bound: str
+  threshold: float  # the bound applied
+  # What was compared with it: the candidate's value; for a change, its
+  # difference to the baseline's (relative: over the baseline's value).
   value: Optional[float]
   passed: Optional[bool]  # None: not checked (no baseline yet)
+  setting: Optional[str] = None  # e.g. 'evaluation.rmse_upper_bound'
+
+  @property
+  def description(self) -> str:
+    """E.g. 'RMSE <= 10 (absolute)'."""
+    name = METRIC_NAMES.get(self.metric, self.metric)
+    return {
+        'upper_bound': f'{name} <= {self.threshold:g} (absolute)',
+        'lower_bound': f'{name} >= {self.threshold:g} (absolute)',
+        'absolute': f'{name} - baseline {name} <= {self.threshold:g} '
+                    '(change)',
+        'relative': f'({name} - baseline {name}) / baseline {name} <= '
+                    f'{self.threshold:g} (change)',
+    }.get(self.bound, f'{name} {self.bound} {self.threshold:g}')
 
   @property
   def verdict(self) -> str:
     return {True: 'pass', False: 'FAIL',
             None: 'not checked (no blessed baseline yet)'}[self.passed]
+
+  @property
+  def remedy(self) -> str:
+    """What to change to let such a model through."""
+    if not self.setting:
+      return 'the threshold is not one of the evaluation settings'
+    return (f'to change the gate: --set {self.setting}=VALUE (none turns it '
+            'off), or the same setting in the YAML file')
 
 
 @dataclasses.dataclass
@@ -198,24 +232,70 @@ def _metrics(evaluation_uri: str):
   return candidate, baseline, diff
 
 
+def _applied_thresholds(evaluation_uri: str):
+  """[(metric name, bound, value, MetricThreshold)] of the overall slice, in
+  the eval config that the Evaluator stored with its evaluation (change
+  thresholds are gone from it when there was no baseline)."""
+  stored, *_ = eval_config_writer.load_eval_run(evaluation_uri)
+  names = {metric.__name__: metric().name for metric in metrics_lib.ALL}
+  applied = []
+  for spec in stored.metrics_specs:
+    for metric in spec.metrics:
+      name = names.get(metric.class_name, metric.class_name)
+      thresholds = ([metric.threshold] if metric.HasField('threshold') else
+                    []) + [t.threshold for t in metric.per_slice_thresholds
+                           if tfma.SlicingSpec() in t.slicing_specs]
+      for threshold in thresholds:
+        for kind in ('value_threshold', 'change_threshold'):
+          if not threshold.HasField(kind):
+            continue
+          part = getattr(threshold, kind)
+          for bound in ('upper_bound', 'lower_bound', 'absolute',
+                        'relative'):
+            if bound in part.DESCRIPTOR.fields_by_name and part.HasField(
+                bound):
+              applied.append((name, bound, getattr(part, bound).value,
+                              part))
+  return applied
+
+
 def _threshold_checks(config: PipelineConfig, evaluation_uri: str,
-                      metrics, diff, has_baseline: bool) -> List[ThresholdCheck]:
-  failed = set()
+                      metrics, baseline, diff) -> List[ThresholdCheck]:
+  """The gates the Evaluator applied, with its verdicts; then the change
+  gates configured but not applied, for want of a baseline."""
+  failed = []
   validation = tfma.load_validation_result(evaluation_uri)
   for per_slice in validation.metric_validations_per_slice:
+    if per_slice.slice_key.single_slice_keys:  # ours are overall only
+      continue
     for failure in per_slice.failures:
-      failed.add((failure.metric_key.name, failure.metric_key.is_diff))
+      failed.append((failure.metric_key.name, failure.metric_key.is_diff,
+                     failure.metric_threshold))
+  # A failure records the threshold it failed, so two gates on one metric
+  # (an absolute and a relative change, say) get a verdict each.
+  settings = {(gate.metric().name, gate.bound): f'evaluation.{gate.setting}'
+              for gate in pipeline_def.BLESSING_GATES}
   checks = []
-  bound = config.evaluation.rmse_upper_bound
-  if bound is not None:
-    checks.append(ThresholdCheck(
-        f'RMSE <= {bound:g} (absolute)', metrics.get(OVERALL, {}).get(RMSE),
-        (RMSE, False) not in failed))
-  increase = config.evaluation.max_rmse_increase
-  checks.append(ThresholdCheck(
-      f'RMSE - baseline RMSE <= {increase:g} (change)',
-      diff.get(OVERALL, {}).get(RMSE),
-      (RMSE, True) not in failed if has_baseline else None))
+  for name, bound, threshold, part in _applied_thresholds(evaluation_uri):
+    change = bound in pipeline_def.CHANGE_BOUNDS
+    value = (diff if change else metrics).get(OVERALL, {}).get(name)
+    if bound == 'relative' and value is not None:
+      base = baseline.get(OVERALL, {}).get(name)
+      value = value / base if base else float('nan')
+    passed = not any(
+        metric == name and is_diff == change and
+        part == (failed_threshold.change_threshold if change else
+                 failed_threshold.value_threshold)
+        for metric, is_diff, failed_threshold in failed)
+    checks.append(ThresholdCheck(name, bound, threshold, value, passed,
+                                 settings.get((name, bound))))
+  if not baseline:
+    for gate in pipeline_def.BLESSING_GATES:
+      threshold = getattr(config.evaluation, gate.setting)
+      if gate.bound in pipeline_def.CHANGE_BOUNDS and threshold is not None:
+        checks.append(ThresholdCheck(gate.metric().name, gate.bound,
+                                     threshold, None, None,
+                                     f'evaluation.{gate.setting}'))
   return checks
 
 
@@ -251,8 +331,8 @@ def load_run_results(config: PipelineConfig) -> RunResults:
   if evaluator and evaluator.output('evaluation'):
     evaluation_uri = evaluator.output('evaluation').uri
     metrics, baseline, diff = _metrics(evaluation_uri)
-    thresholds = _threshold_checks(config, evaluation_uri, metrics, diff,
-                                   has_baseline=bool(baseline))
+    thresholds = _threshold_checks(config, evaluation_uri, metrics, baseline,
+                                   diff)
     blessing = evaluator.output('blessing')
     blessed = bool(blessing.custom_properties['blessed'].int_value)
 

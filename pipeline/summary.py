@@ -106,13 +106,18 @@ def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
     lines.append(f'Blessing: {"BLESSED" if results.blessed else "NOT BLESSED"}')
     for check in results.thresholds:
       value = '' if check.value is None else f' (value {_number(check.value)})'
-      lines.append(f'  {check.description}: {check.verdict}{value}')
+      setting = f' [{check.setting}]' if check.setting else ''
+      lines.append(f'  {check.description}: {check.verdict}{value}{setting}')
 
   if results.pushed:
     lines.append(f'Pushed: version {results.pushed_version} to '
                  f'{results.pushed_path}')
   else:
     lines.append(f'Pushed: nothing ({_why_not_pushed(results)})')
+    if results.blessed is False:
+      lines += [f'  failed: {check.description}, value '
+                f'{_number(check.value)}; {check.remedy}'
+                for check in results.thresholds if check.passed is False]
   if log_path:
     lines.append(f'Log: {log_path}')
   return '\n'.join(lines)
