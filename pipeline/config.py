@@ -303,6 +303,14 @@ class PipelineConfig:
       raise ConfigError('data.label is required')
     if self.data.label in self.data.exclude_features:
       raise ConfigError(f'the label {self.data.label!r} is also excluded')
+    if self.data.delimiter not in ('', ',', ';', '\t', '|'):
+      raise ConfigError(f'data.delimiter must be one of , ; | or a tab '
+                        f'(empty: detect), not {self.data.delimiter!r}')
+    if FILE_PATTERN_CHARS.search(str(self.output_path)):
+      raise ConfigError(
+          f'output_dir {self.output_dir!r} has one of * ? [ ] {{ }}, which '
+          'TFX reads as file patterns in artifact paths; choose another '
+          'directory')
     if self.data.schema and not Path(self.data.schema).is_file():
       raise ConfigError(f'data.schema: no such file: {self.data.schema}')
     self._validate_evaluation()
