@@ -184,8 +184,10 @@ def _gram_fn(blocks: List[Block]):
                      [tf.ones_like(labels), labels], axis=1)
     dense_gram = tf.matmul(dense, dense, transpose_a=True)
     if not id_blocks:
-      return dense_gram, tf.zeros([0, 0], tf.float64), tf.zeros([0, 0],
-                                                                tf.float64)
+      # No counts (all-numeric data): empty blocks, but shaped to fit next
+      # to DᵀD when fit_least_squares assembles the one matrix.
+      return (dense_gram, tf.zeros([0, len(numbers) + 2], tf.float64),
+              tf.zeros([0, 0], tf.float64))
     rows = tf.shape(labels)[0]
     ids = tf.concat([
         tf.where((raw >= 0) & (raw < buckets), raw + offset, nowhere)

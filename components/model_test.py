@@ -70,11 +70,12 @@ def _example(row, with_label=True):
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def _transform(tmp_path, rows):
+def _transform(tmp_path, rows, raw_spec=None, custom_config=None,
+               example=_example):
   """Writes the transform graph and the raw examples, as TFX does (Transform
   does not materialize transformed examples: run_fn transforms them)."""
   metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(RAW_SPEC))
+      schema_utils.schema_from_feature_spec(raw_spec or RAW_SPEC))
   graph_dir = tmp_path / 'transform_graph'
   examples = standard_artifacts.Examples()
   examples.uri = str(tmp_path / 'examples')
@@ -82,7 +83,8 @@ def _transform(tmp_path, rows):
   with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'),
                         force_tf_compat_v1=FORCE_TF_COMPAT_V1):
     transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(
-        functools.partial(preprocessing_fn, custom_config=CUSTOM_CONFIG))
+        functools.partial(preprocessing_fn,
+                          custom_config=custom_config or CUSTOM_CONFIG))
     _ = transform_fn | tft_beam.WriteTransformFn(str(graph_dir))
   metadata_io.write_metadata(
       metadata, str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
@@ -92,8 +94,23 @@ def _transform(tmp_path, rows):
     with tf.io.TFRecordWriter(str(split_dir / 'data.gz'),
                               options='GZIP') as writer:
       for row in rows:
-        writer.write(_example(row).SerializeToString())
+        writer.write(example(row).SerializeToString())
   return graph_dir, examples
+
+
+def _fn_args(tmp_path, graph_dir, examples, custom_config, solver):
+  return tfx.components.FnArgs(
+      train_files=[f'{examples.uri}/Split-train/*'],
+      eval_files=[f'{examples.uri}/Split-eval/*'],
+      transform_output=str(graph_dir),
+      serving_model_dir=str(tmp_path / 'serving_model'),
+      train_steps=600, eval_steps=5,
+      custom_config=dict(custom_config, solver=solver, l2=1e-6,
+                         batch_size=32, learning_rate=0.1),
+      data_accessor=fn_args_utils.DataAccessor(
+          tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
+              [examples], []),
+          record_batch_factory=None, data_view_decode_fn=None))
 
 
 @pytest.mark.parametrize('solver, tolerance', [
@@ -103,19 +120,7 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(
     tmp_path, solver, tolerance):
   graph_dir, examples = _transform(tmp_path, _rows(400, seed=0))
   serving_dir = tmp_path / 'serving_model'
-  fn_args = tfx.components.FnArgs(
-      train_files=[f'{examples.uri}/Split-train/*'],
-      eval_files=[f'{examples.uri}/Split-eval/*'],
-      transform_output=str(graph_dir),
-      serving_model_dir=str(serving_dir),
-      train_steps=600, eval_steps=5,
-      custom_config=dict(CUSTOM_CONFIG, solver=solver, l2=1e-6,
-                         batch_size=32, learning_rate=0.1),
-      data_accessor=fn_args_utils.DataAccessor(
-          tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
-              [examples], []),
-          record_batch_factory=None, data_view_decode_fn=None))
-  model.run_fn(fn_args)
+  model.run_fn(_fn_args(tmp_path, graph_dir, examples, CUSTOM_CONFIG, solver))
 
   loaded = tf.saved_model.load(str(serving_dir))
   assert {'serving_default', model.RAW_SIGNATURE} <= set(loaded.signatures)
@@ -157,6 +162,83 @@ def test_run_fn_exports_signatures_that_reproduce_a_linear_function(
     with pytest.raises(tf.errors.InvalidArgumentError):
       loaded.signatures[model.RAW_SIGNATURE](**dict(columns,
                                                     **{name: column[:1]}))
+
+
+# Feature sets at the extremes: no vocabulary ids at all (all numeric), no
+# numbers at all, one feature. Each column's effect on the label is linear
+# in the model's encoding (a z-score, or one weight per category value).
+SECONDS_EFFECT = 0.01
+FEATURE_SETS = {
+    'all numeric': ['miles', 'seconds'],
+    'only categorical': ['hour', 'payment'],
+    'one numeric feature': ['miles'],
+    'one categorical feature': ['payment'],
+}
+FULL_SPEC = dict(RAW_SPEC, seconds=tf.io.VarLenFeature(tf.int64))
+
+
+def _subset_rows(names, count, seed):
+  """Rows of `names` only, labelled by their effects alone."""
+  rng = np.random.default_rng(seed)
+  effects = {
+      'miles': lambda v: 2.5 * v, 'seconds': lambda v: SECONDS_EFFECT * v,
+      'payment': lambda v: PAYMENT_EFFECT[v.decode()],
+      'hour': lambda v: HOUR_EFFECT[v]}
+  draws = {
+      'miles': lambda: float(rng.uniform(0, 10)),
+      'seconds': lambda: int(rng.integers(60, 3600)),
+      'payment': lambda: str(rng.choice(list(PAYMENT_EFFECT))).encode(),
+      'hour': lambda: int(rng.choice(list(HOUR_EFFECT)))}
+  rows = []
+  for _ in range(count):
+    row = {name: [draws[name]()] for name in names}
+    row[LABEL] = [1.0 + sum(effects[n](row[n][0]) for n in names)]
+    rows.append(row)
+  return rows
+
+
+def _subset_example(row):
+  def feature(values):
+    if isinstance(values[0], bytes):
+      return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    if isinstance(values[0], int):
+      return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+  return tf.train.Example(features=tf.train.Features(feature={
+      name: feature(values) for name, values in row.items()}))
+
+
+@pytest.mark.parametrize('feature_set, solver, tolerance', [
+    *[(name, 'least_squares', 0.02) for name in FEATURE_SETS],
+    ('all numeric', 'sgd', 0.3)])
+def test_run_fn_trains_exports_and_serves_any_mix_of_features(
+    tmp_path, feature_set, solver, tolerance):
+  names = FEATURE_SETS[feature_set]
+  raw_spec = {name: FULL_SPEC[name] for name in names + [LABEL]}
+  custom_config = dict(CUSTOM_CONFIG, **{
+      features.CATEGORICAL: sorted({'hour'} & set(names))})
+  graph_dir, examples = _transform(
+      tmp_path, _subset_rows(names, 400, seed=4), raw_spec, custom_config,
+      example=_subset_example)
+  model.run_fn(_fn_args(tmp_path, graph_dir, examples, custom_config,
+                        solver))
+
+  loaded = tf.saved_model.load(str(tmp_path / 'serving_model'))
+  raw_signature = loaded.signatures[model.RAW_SIGNATURE]
+  assert set(raw_signature.structured_input_signature[1]) == set(names)
+  held_out = _subset_rows(names, 50, seed=5)
+  expected = np.array([row[LABEL][0] for row in held_out])
+  serialized = tf.constant([
+      _subset_example({n: row[n] for n in names}).SerializeToString()
+      for row in held_out])
+  from_examples = loaded.signatures['serving_default'](
+      **{model.EXAMPLES_KEY: serialized})[model.PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(from_examples, expected, atol=tolerance)
+  from_raw = raw_signature(**{
+      name: tf.constant([row[name][0] for row in held_out],
+                        FULL_SPEC[name].dtype)
+      for name in names})[model.PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(from_raw, from_examples, rtol=1e-6, atol=1e-5)
 
 
 def test_least_squares_is_the_ridge_solution(tmp_path):
