@@ -41,17 +41,18 @@ ROWS = [
 ]
 
 
-def _analyze_and_transform(tmp_path, rows, more_rows):
+def _analyze_and_transform(tmp_path, rows, more_rows, raw_spec=None,
+                           custom_config=None):
   """Transformed rows, transformed `more_rows`, and the TFTransformOutput."""
   metadata = dataset_metadata.DatasetMetadata(
-      schema_utils.schema_from_feature_spec(RAW_SPEC))
+      schema_utils.schema_from_feature_spec(raw_spec or RAW_SPEC))
   output_dir = tmp_path / 'transform_output'
   with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'),
                         force_tf_compat_v1=FORCE_TF_COMPAT_V1):
     (transformed, _), transform_fn = (
         (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             functools.partial(preprocessing_fn,
-                              custom_config=CUSTOM_CONFIG)))
+                              custom_config=custom_config or CUSTOM_CONFIG)))
     more, _ = ((more_rows, metadata), transform_fn) | tft_beam.TransformDataset()
     _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
   return transformed, more, tft.TFTransformOutput(str(output_dir))
@@ -106,3 +107,43 @@ def test_preprocessing_fn(tmp_path):
   # The label passes through; a missing label is NaN (the Trainer drops it).
   fares = [row['fare'] for row in transformed]
   assert fares[:3] == [5.0, 9.0, 7.0] and math.isnan(fares[3])
+
+
+def test_each_numeric_column_gets_the_statistics_of_its_own_values(tmp_path):
+  """All numeric columns are analyzed together, yet each column is z-scored
+  with the mean and population standard deviation of its own present values
+  (as tft.scale_to_z_score over that column's present values would), with
+  missing cells in different rows of different columns."""
+  rng = np.random.default_rng(6)
+  rows_count = 40
+  columns = {
+      'a': rng.normal(5.0, 2.0, rows_count),
+      'b': rng.uniform(-1000.0, 1000.0, rows_count),
+      'c': rng.integers(0, 50, rows_count).astype(float),
+      'constant': np.full(rows_count, 3.0),  # variance 0: x - mean
+      'outlier': np.append(rng.normal(size=rows_count - 1), 1e4),
+  }
+  missing = {name: rng.random(rows_count) < 0.2 for name in columns}
+  missing['outlier'][-1] = False
+  raw_spec = {name: tf.io.VarLenFeature(tf.float32) for name in columns}
+  raw_spec['fare'] = tf.io.VarLenFeature(tf.float32)
+  rows = [dict({name: [] if missing[name][i] else [values[i]]
+                for name, values in columns.items()}, fare=[1.0])
+          for i in range(rows_count)]
+  transformed, _, _ = _analyze_and_transform(
+      tmp_path, rows, [], raw_spec,
+      features.make_custom_config(label='fare', exclude_features=[],
+                                  categorical_features=[], oov_buckets=1))
+
+  assert set(transformed[0]) == {features.transformed_name(name)
+                                 for name in columns} | {'fare'}
+  for name, values in columns.items():
+    present = values[~missing[name]].astype(np.float32).astype(np.float64)
+    mean, std = present.mean(), present.std()  # population (ddof=0)
+    expected = np.where(
+        missing[name], 0.0,
+        np.clip((values - mean) / (std or 1.0), -Z_SCORE_LIMIT,
+                Z_SCORE_LIMIT))
+    actual = [row[features.transformed_name(name)] for row in transformed]
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4,
+                               err_msg=name)
