@@ -30,6 +30,8 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 font-weight: bold; } .note { background: #fff8e1; padding: 0.6em 1em;
 border-left: 4px solid #f0b400; } img { max-width: 100%; }
 code { background: #f3f3f3; padding: 0 3px; }
+.wide { overflow-x: auto; max-width: 100%; }
+.caption { font-size: 0.9em; color: #444; }
 """
 
 
@@ -38,12 +40,13 @@ def _table(frame: pd.DataFrame, index: bool = True) -> str:
                        na_rep='', border=0)
 
 
-def _figure(figure) -> str:
+def _figure(figure, alt: str = 'plot') -> str:
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=90)
   plt.close(figure)
   encoded = base64.b64encode(buffer.getvalue()).decode()
-  return f'<img alt="plot" src="data:image/png;base64,{encoded}">'
+  return (f'<img alt="{html.escape(alt)}" '
+          f'src="data:image/png;base64,{encoded}">')
 
 
 def _note(text: str) -> str:
@@ -98,7 +101,15 @@ def render(config: PipelineConfig) -> str:
   sizes = analysis.split_sizes(results)
   parts.append('<p>' + ', '.join(f'{split}: {count:,} rows'
                                  for split, count in sizes.items()) + '</p>')
-  parts.append(_table(analysis.statistics_frame(results)))
+  # A box of its own scrolls sideways if a CSV's long names still make the
+  # table wider than the page; the page itself never does.
+  parts.append('<div class="wide" id="statistics">'
+               f'{_table(analysis.statistics_frame(results))}</div>')
+  distributions = analysis.feature_distributions(results)
+  parts += ['<h3>Distributions: train vs eval</h3>',
+            f'<p class="caption">{html.escape(distributions.caption)}</p>',
+            _figure(distributions.figure, 'distributions of: '
+                    + ', '.join(distributions.shown))]
   parts.append('<h3>Anomalies (ExampleValidator)</h3>')
   anomalies = analysis.anomalies_frame(results)
   parts.append(_table(anomalies, index=False) if len(anomalies) else
