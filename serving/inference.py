@@ -25,8 +25,68 @@ def _dtype(tensor_info) -> tf.dtypes.DType:
   return tf.dtypes.as_dtype(tensor_info.dtype)
 
 
+# The kinds of value each kind of input takes: integers where the input
+# is floating-point, but not the other way round, and no booleans for
+# numbers (TF Serving's rules for JSON and for typed TensorProtos alike).
+_BOOL, _INTEGER, _FLOAT, _STRING = 'boolean', 'integer', 'floating-point', (
+    'string')
+_NUMPY_KINDS = {'b': _BOOL, 'i': _INTEGER, 'u': _INTEGER, 'f': _FLOAT,
+                'c': 'complex', 'S': _STRING, 'U': _STRING}
+_PYTHON_KINDS = {bool: _BOOL, int: _INTEGER, float: _FLOAT, bytes: _STRING,
+                 str: _STRING, np.bool_: _BOOL}
+
+
+def _kinds(values) -> set:
+  """The kinds of value in `values`: a numpy array (a gRPC TensorProto's,
+  typed) or nested lists of JSON values."""
+  if isinstance(values, np.ndarray):
+    if values.dtype != object:
+      return {_NUMPY_KINDS.get(values.dtype.kind, str(values.dtype))}
+    values = values.ravel().tolist()
+  if not isinstance(values, list):
+    values = [values]
+  kinds, types = set(), set(map(type, values))  # at C speed: flat columns
+  for kind in types:
+    if kind is list:
+      for value in values:
+        if type(value) is list:
+          kinds |= _kinds(value)
+    elif issubclass(kind, np.generic) and kind not in _PYTHON_KINDS:
+      kinds.add(_NUMPY_KINDS.get(np.dtype(kind).kind, kind.__name__))
+    else:
+      kinds.add(_PYTHON_KINDS.get(kind, kind.__name__))
+  return kinds
+
+
+def fits(kinds: set, dtype: tf.dtypes.DType) -> bool:
+  """Whether values of these kinds fit an input of `dtype` (see _kinds)."""
+  if dtype == tf.string:
+    allowed = {_STRING}
+  elif dtype == tf.bool:
+    allowed = {_BOOL}
+  elif dtype.is_integer:
+    allowed = {_INTEGER}
+  elif dtype.is_floating:
+    allowed = {_INTEGER, _FLOAT}
+  else:
+    return True  # other dtypes: TensorFlow's conversion decides
+  return kinds <= allowed
+
+
 def as_input_tensor(name: str, values, dtype: tf.dtypes.DType) -> tf.Tensor:
-  """`values` as a tensor of the input's dtype, or a clear INVALID_ARGUMENT."""
+  """`values` as a tensor of the input's dtype, or a clear INVALID_ARGUMENT.
+
+  The one rule for REST (JSON values) and gRPC (typed TensorProtos,
+  arrays here): a value must be of a kind the dtype takes (`fits`), as TF
+  Serving answers; a float for an integer input or a string for a number
+  is refused, not cast.
+  """
+  kinds = _kinds(values)
+  if not fits(kinds, dtype):
+    raise ServingError(
+        Code.INVALID_ARGUMENT,
+        f'Input "{name}": expected {dtype.name} values, got '
+        f'{" and ".join(sorted(kinds))} values')
   try:
     # tf.constant: the same conversion and errors as tf.convert_to_tensor,
     # at half the cost (no dispatch), which counts in a one-row request.

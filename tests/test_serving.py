@@ -233,6 +233,57 @@ def test_grpc_predict(channel, local_model, examples):
                              _local_raw(local_model, instances), rtol=1e-5)
 
 
+def _grpc_raw_request(local_model, row, typed=()):
+  """A serving_raw PredictRequest of one row; `typed` gives some inputs
+  as (value, TensorProto dtype) instead of the signature's dtype."""
+  specs = local_model.signatures['serving_raw'].structured_input_signature[1]
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.model_spec.signature_name = 'serving_raw'
+  for name, spec in specs.items():
+    value, dtype = dict(typed).get(name, (row[name], spec.dtype))
+    request.inputs[name].CopyFrom(tf.make_tensor_proto([value], dtype=dtype))
+  return request
+
+
+@pytest.mark.parametrize('value, dtype', [
+    (600.7, tf.float32), (600.0, tf.float64), ('600', tf.string),
+    (True, tf.bool)])
+def test_a_value_of_another_kind_is_refused_over_grpc_and_rest(
+    request, server, channel, local_model, examples, value, dtype):
+  """trip_seconds is int64: a float, a string or a boolean is refused (TF
+  Serving's INVALID_ARGUMENT / 400), never cast; the same on both
+  transports. An integer where a float goes is fine."""
+  row = _row(local_model, examples)
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+  with pytest.raises(grpc.RpcError) as error:
+    stub.Predict(_grpc_raw_request(local_model, row,
+                                   {'trip_seconds': (value, dtype)}),
+                 timeout=10)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  own = request.node.callspec.params['server'] == OWN
+  if own:  # TF Serving's own message names the argument's position only
+    assert '"trip_seconds"' in error.value.details()
+  response = requests.post(
+      f'{server.rest}/v1/models/{MODEL}:predict', timeout=10, json={
+          'signature_name': 'serving_raw',
+          'instances': [dict(row, trip_seconds=value)]})
+  assert response.status_code == 400, response.text
+  if own:
+    assert '"trip_seconds"' in response.json()['error']
+  # An integer for the float input trip_miles: accepted by both.
+  accepted = stub.Predict(_grpc_raw_request(
+      local_model, row, {'trip_miles': (3, tf.int64)}), timeout=10)
+  rest = requests.post(
+      f'{server.rest}/v1/models/{MODEL}:predict', timeout=10, json={
+          'signature_name': 'serving_raw',
+          'instances': [dict(row, trip_miles=3)]})
+  assert rest.status_code == 200, rest.text
+  np.testing.assert_allclose(
+      tf.make_ndarray(accepted.outputs['outputs']).ravel(),
+      np.ravel(rest.json()['predictions']), rtol=1e-6)
+
+
 def test_grpc_regress_and_classify(channel, local_model, examples):
   stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
   request = regression_pb2.RegressionRequest()
