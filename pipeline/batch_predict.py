@@ -19,13 +19,16 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import glob
 import io
 import itertools
 import json
+import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference import base as inference_base
 from apache_beam.options.pipeline_options import PipelineOptions
 from google.protobuf import message as protobuf_message
@@ -50,12 +53,127 @@ class BatchPredictOptions:
   passthrough: Sequence[str] = ()
   output_format: str = 'csv'  # csv | jsonl
   input_format: str = 'csv'   # csv | tfrecord (of tf.Example; .gz = GZIP)
+  # Predict CSV files that lack some of the model's columns, which the
+  # model then imputes in every row; without it such a file is refused.
+  allow_missing_columns: bool = False
 
 
 def input_format_of(pattern: str) -> str:
   """csv, unless the pattern names TFRecord files."""
   name = pattern.lower().removesuffix('.gz')
   return 'tfrecord' if name.endswith(('.tfrecord', '.tfrecords')) else 'csv'
+
+
+# What a directory given as the input stands for, by input format.
+_SUFFIXES = {'csv': ('.csv', '.csv.gz', '.csv.bz2'),
+             'tfrecord': ('.tfrecord', '.tfrecords', '.tfrecord.gz',
+                          '.tfrecords.gz')}
+
+
+def input_files(pattern: str, input_format: str = 'csv') -> List[str]:
+  """The files a job reads: `pattern` is a file, a glob, or a directory
+  (its files named as the input format's: *.csv[.gz|.bz2] or
+  *.tfrecord[s][.gz]).
+
+  Raises:
+    prediction.PredictionInputError: nothing to read (no such file, a glob
+      that matches nothing, a directory without such files), or a file
+      that cannot be read; the message names the path.
+  """
+  error = prediction.PredictionInputError
+  if '://' in pattern:  # a remote file system: Beam's matching
+    try:
+      paths = sorted(m.path for result in FileSystems.match([pattern])
+                     for m in result.metadata_list)
+    except Exception as e:  # pylint: disable=broad-except
+      raise error(f'cannot list the input {pattern}: {e}') from None
+    if not paths:
+      raise error(f'no input files match {pattern}')
+    return paths
+  if os.path.isdir(pattern):
+    suffixes = _SUFFIXES[input_format]
+    paths = sorted(os.path.join(pattern, name) for name in os.listdir(pattern)
+                   if name.lower().endswith(suffixes) and
+                   not name.startswith(('.', '_')))
+    if not paths:
+      names = ', '.join('*' + suffix for suffix in suffixes)
+      raise error(
+          f'no {input_format.upper()} files ({names}) in the directory '
+          f'{pattern}: give the files, or a glob such as '
+          f'{os.path.join(pattern, "*")}')
+  elif glob.has_magic(pattern):
+    paths = sorted(glob.glob(pattern))
+    if not paths:
+      raise error(f'no input files match {pattern}')
+  elif not os.path.lexists(pattern):
+    raise error(f'no such input file: {pattern}')
+  else:
+    paths = [pattern]
+  for path in paths:
+    if os.path.isdir(path):
+      raise error(f'{path} is a directory, not an input file (narrow the '
+                  'glob)')
+    try:
+      with open(path, 'rb') as f:
+        f.read(1)
+    except OSError as e:
+      raise error(f'cannot read the input file {path}: '
+                  f'{e.strerror or e}') from None
+  return paths
+
+
+# A header longer than this is not looked at before the job (the job
+# still checks every file it reads).
+_HEADER_BYTES = 1 << 20
+
+
+def _csv_header(path: str) -> Optional[List[str]]:
+  """The header of a CSV file (.gz/.bz2 too), or None when it cannot be
+  told here (not UTF-8, or longer than _HEADER_BYTES)."""
+  with FileSystems.open(path) as f:
+    data = f.read(_HEADER_BYTES)
+  data = data.removeprefix(b'\xef\xbb\xbf')
+  for cut in range(4):  # a character cut in two at the end
+    try:
+      text = data[:len(data) - cut].decode('utf-8')
+      break
+    except UnicodeDecodeError:
+      continue
+  else:
+    return None
+  rows = csv.reader(io.StringIO(text, newline=''))
+  try:
+    header = next(rows, [])
+  except csv.Error:
+    return None
+  if len(data) == _HEADER_BYTES and next(rows, None) is None:
+    return None  # the header may go on past what was read
+  return header
+
+
+def check_columns(paths: Sequence[str],
+                  input_types: Dict[str, tf.dtypes.DType],
+                  allow_missing: bool) -> Dict[str, List[str]]:
+  """The CSV files that lack columns the model reads, before the job.
+
+  Returns:
+    {path: the missing columns}: what the model will impute, when
+    `allow_missing`.
+
+  Raises:
+    prediction.MissingColumnsError: some files lack columns and
+      `allow_missing` is false; the message names them and the fix.
+  """
+  missing = {}
+  for path in paths:
+    header = _csv_header(path)
+    if header:
+      columns = prediction.missing_columns(header, input_types)
+      if columns:
+        missing[path] = columns
+  if missing and not allow_missing:
+    raise prediction.MissingColumnsError(missing)
+  return missing
 
 
 def counter(name: str):
@@ -70,8 +188,10 @@ class _ParseFile(beam.DoFn):
   CHUNK_ROWS = 1024
 
   def __init__(self, input_types: Dict[str, tf.dtypes.DType],
-               id_column: Optional[str], passthrough: Sequence[str]):
+               id_column: Optional[str], passthrough: Sequence[str],
+               allow_missing_columns: bool = False):
     self._types = input_types
+    self._allow_missing = allow_missing_columns
     self._id_column = id_column
     self._passthrough = tuple(passthrough)
     self._read = counter('rows_read')
@@ -109,6 +229,14 @@ class ParseCsvFile(_ParseFile):
       yield from self._dead_letters(path, [(1, '', str(e))])
       return
     self._read.inc(len(table) + len(table.bad_rows))
+    missing = prediction.missing_columns(table.header, self._types)
+    if missing and not self._allow_missing:
+      # Checked before the job too; here for a file that changed since.
+      error = str(prediction.MissingColumnsError({'': missing}))
+      lines = table.line_numbers.tolist()
+      yield from self._dead_letters(path, table.bad_rows + [
+          (line, table.raw(line), error) for line in lines])
+      return
     examples, errors = prediction.encode_examples(table, self._types)
     encoded = np.setdiff1d(np.arange(len(table)), list(errors))
     keys = np.array(table.values(self._id_column) if self._id_column else
@@ -197,18 +325,25 @@ def json_lines(rows: List[Tuple], columns: List[str]) -> str:
 
 
 def build(root: beam.Pipeline, options: BatchPredictOptions,
-          input_types: Dict[str, tf.dtypes.DType]) -> None:
-  """Adds the batch prediction to `root` (separate from `run` for tests)."""
-  parse = ParseTfRecordFile if options.input_format == 'tfrecord' else (
-      ParseCsvFile)
+          input_types: Dict[str, tf.dtypes.DType],
+          files: Optional[Sequence[str]] = None) -> None:
+  """Adds the batch prediction to `root` (separate from `run` for tests).
+  It reads `files`, or what `options.input_pattern` matches."""
+  if options.input_format == 'tfrecord':
+    parse = ParseTfRecordFile(input_types, options.id_column,
+                              options.passthrough)
+  else:
+    parse = ParseCsvFile(input_types, options.id_column, options.passthrough,
+                         options.allow_missing_columns)
+  matched = (root | 'Files' >> beam.Create(list(files))
+             | 'Match' >> fileio.MatchAll()) if files is not None else (
+                 root | 'Match' >> fileio.MatchFiles(options.input_pattern))
   parsed = (
-      root
-      | 'Match' >> fileio.MatchFiles(options.input_pattern)
+      matched
       # Files, not rows, spread over the workers: one file per worker call.
       | 'SpreadFiles' >> beam.Reshuffle()
       | 'Read' >> fileio.ReadMatches()
-      | 'Parse' >> beam.ParDo(parse(
-          input_types, options.id_column, options.passthrough))
+      | 'Parse' >> beam.ParDo(parse)
       .with_outputs(_ParseFile.DEAD, main='examples'))
   predicted = counter('rows_predicted')
 
@@ -244,14 +379,27 @@ class BatchPredictResult:
   rows_predicted: int
   rows_dead_lettered: int
   model_dir: str
+  # {file: columns it lacks}, which the model imputed in every row
+  # (only with allow_missing_columns).
+  imputed_columns: Dict[str, List[str]] = dataclasses.field(
+      default_factory=dict)
 
 
 def run(options: BatchPredictOptions, beam_args: List[str],
         test_pipeline: Optional[beam.Pipeline] = None) -> BatchPredictResult:
-  """Runs the job to completion and returns its counts."""
+  """Runs the job to completion and returns its counts.
+
+  Raises:
+    prediction.PredictionInputError: the model cannot be used, or the
+      input is refused before the job starts (see input_files and
+      check_columns).
+  """
   input_types = prediction.model_input_types(options.model_dir)
+  files = input_files(options.input_pattern, options.input_format)
+  imputed = {} if options.input_format == 'tfrecord' else check_columns(
+      files, input_types, options.allow_missing_columns)
   root = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
-  build(root, options, input_types)
+  build(root, options, input_types, files)
   result = root.run()
   result.wait_until_finish()
   def value(name):
@@ -260,4 +408,4 @@ def run(options: BatchPredictOptions, beam_args: List[str],
   return BatchPredictResult(
       rows_read=value('rows_read'), rows_predicted=value('rows_predicted'),
       rows_dead_lettered=value('rows_dead_lettered'),
-      model_dir=options.model_dir)
+      model_dir=options.model_dir, imputed_columns=imputed)

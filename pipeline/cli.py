@@ -202,15 +202,45 @@ def _write_report(config: config_lib.PipelineConfig) -> Optional[Path]:
 
 
 def _report(args: argparse.Namespace) -> int:
-  from pipeline import report  # pylint: disable=import-outside-toplevel
   config = load_config(args)
-  try:
-    path = report.write_report(config, args.report_file)
-  except (FileNotFoundError, LookupError) as e:
+  if not config.output_path.is_dir():
+    # Nothing is created for a mistyped directory.
     raise config_lib.ConfigError(
-        f'no pipeline run to report on in {config.output_path}: {e}') from None
+        f'no such output directory: {config.output_path} (give a pipeline '
+        "run's output directory with --output)")
+  log_path = config.output_path / 'logs' / (
+      f'report-{datetime.datetime.now():%Y%m%d-%H%M%S}.log')
+  # TensorFlow's start-up noise goes to the log.
+  with _logs_to_file(log_path, args.verbose):
+    from pipeline import report  # pylint: disable=import-outside-toplevel
+    try:
+      path = report.write_report(config, args.report_file)
+    except (FileNotFoundError, LookupError) as e:
+      raise config_lib.ConfigError(
+          f'no pipeline run to report on in {config.output_path}: {e}'
+      ) from None
   print(f'Report: {path}')
   return 0
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(verbose: bool):
+  """Native stderr (TensorFlow's CUDA and TensorRT start-up notes) goes
+  nowhere while in the block, unless `verbose`; Python exceptions still
+  reach the user."""
+  if verbose:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -218,6 +248,10 @@ def _serve(args: argparse.Namespace) -> int:
   config = load_config(args)
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                       format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+  # The server's own log stays on stderr; only TensorFlow's import noise
+  # is dropped.
+  with _quiet_native_stderr(args.verbose):
+    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   try:
     return server.serve(args, config.model_name, config.serving_model_dir)
   except ValueError as e:
@@ -253,38 +287,66 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _latest_model(base_path: str) -> str:
+  """The newest version under `base_path` that loads (the rule `serve`
+  follows too); says which, and which newer ones were skipped and why."""
   from pipeline import prediction  # pylint: disable=import-outside-toplevel
   try:
-    return prediction.latest_version_dir(base_path)
+    model_dir, skipped = prediction.pick_version(base_path)
   except FileNotFoundError as e:
     raise config_lib.ConfigError(f'{e}: run the pipeline first, or pass '
                                  '--model') from None
+  print(f'Model: version {Path(model_dir).name} under {base_path}'
+        + ''.join(f'\n  skipped version {version}: {why}'
+                  for version, why in sorted(skipped.items(), reverse=True)),
+        flush=True)
+  return model_dir
 
 
 def _columns(text: Optional[str]) -> List[str]:
   return [c.strip() for c in (text or '').split(',') if c.strip()]
 
 
+def _predict_log(output_prefix: str) -> Path:
+  """Where `predict` logs: beside its output, or in the temporary directory
+  when the output is not local."""
+  stamp = f'{datetime.datetime.now():%Y%m%d-%H%M%S}'
+  if '://' in output_prefix:
+    import tempfile  # pylint: disable=import-outside-toplevel
+    return Path(tempfile.gettempdir(), 'tfx-e2e-logs', f'predict-{stamp}.log')
+  return Path(f'{output_prefix}-predict-{stamp}.log').resolve()
+
+
 def _predict(args: argparse.Namespace) -> int:
-  from pipeline import batch_predict  # pylint: disable=import-outside-toplevel
   config = load_config(args)
-  model_dir = args.model or _latest_model(config.serving_model_dir)
-  options = batch_predict.BatchPredictOptions(
-      input_pattern=args.input, output_prefix=args.output_prefix,
-      model_dir=model_dir, id_column=args.id_column,
-      passthrough=_columns(args.passthrough),
-      output_format=args.format,
-      input_format=args.input_format or batch_predict.input_format_of(
-          args.input))
-  beam_args = config.beam_args() + list(args.beam_args)
-  print(f'Predicting {args.input} with {model_dir} (Beam: '
-        f'{" ".join(beam_args)})', flush=True)
-  result = batch_predict.run(options, beam_args)
+  log_path = _predict_log(args.output_prefix)
+  # TensorFlow's and Beam's start-up noise goes to the log.
+  with _logs_to_file(log_path, args.verbose):
+    from pipeline import batch_predict  # pylint: disable=import-outside-toplevel
+    from pipeline import prediction  # pylint: disable=import-outside-toplevel
+    model_dir = args.model or _latest_model(config.serving_model_dir)
+    options = batch_predict.BatchPredictOptions(
+        input_pattern=args.input, output_prefix=args.output_prefix,
+        model_dir=model_dir, id_column=args.id_column,
+        passthrough=_columns(args.passthrough),
+        output_format=args.format,
+        input_format=args.input_format or batch_predict.input_format_of(
+            args.input),
+        allow_missing_columns=args.allow_missing_columns)
+    beam_args = config.beam_args() + list(args.beam_args)
+    print(f'Predicting {args.input} with {model_dir} (Beam: '
+          f'{" ".join(beam_args)}; log: {log_path})', flush=True)
+    try:
+      result = batch_predict.run(options, beam_args)
+    except prediction.PredictionInputError as e:
+      raise config_lib.ConfigError(str(e)) from None
   print(f'Rows read: {result.rows_read:,}; predicted: '
         f'{result.rows_predicted:,}; dead-lettered: '
         f'{result.rows_dead_lettered:,}\n'
         f'Predictions: {args.output_prefix}-*.{args.format}; dead letters: '
         f'{args.output_prefix}-dead-letters-*.jsonl')
+  for path, columns in sorted(result.imputed_columns.items()):
+    print(f'Imputed in every row (--allow-missing-columns): '
+          f'{", ".join(columns)} (absent from {path})')
   return 0
 
 
@@ -307,7 +369,8 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
       input_dir=args.input, output_dir=str(output_dir),
       model_base=args.model or config.serving_model_dir,
       label_column=config.data.label, id_column=args.id_column,
-      passthrough=_columns(args.passthrough), pattern=args.pattern)
+      passthrough=_columns(args.passthrough), pattern=args.pattern,
+      allow_missing_columns=args.allow_missing_columns)
   model_dir = _latest_model(options.model_base)
   try:
     stream_predict.check_input(options)
@@ -349,15 +412,24 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
         f'{result.records_too_late:,}\n'
         f'Windows: {result.windows:,} (summary: {result.summary_csv}); model '
         f'versions used: {", ".join(result.model_versions) or "none"}')
+  if result.files_imputed:
+    print(f'Files predicted without some of the model\'s columns, imputed in '
+          f'every row (--allow-missing-columns): {result.files_imputed:,}')
   return 0
 
 
 def _add_row_flags(parser: argparse.ArgumentParser) -> None:
-  """What `predict` and `stream` write beside each prediction."""
+  """What `predict` and `stream` write beside each prediction, and which
+  files they take."""
   parser.add_argument('--id-column', dest='id_column',
                       help='the row key column (default: file:line)')
   parser.add_argument('--passthrough', metavar='COLS',
                       help='comma-separated columns to copy to the output')
+  parser.add_argument('--allow-missing-columns', action='store_true',
+                      dest='allow_missing_columns',
+                      help='predict CSV files that lack some of the '
+                      "model's feature columns, which the model then imputes "
+                      'in every row (without it such files are refused)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
   report_parser.add_argument(
       '--file', dest='report_file', default='', metavar='FILE',
       help='where to write it (default: <output>/report.html)')
+  report_parser.add_argument('-v', '--verbose', action='store_true',
+                             help='also show all logs on stderr')
   report_parser.set_defaults(handler=_report, reads_run=True)
 
   compile_parser = commands.add_parser(
@@ -447,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_row_flags(predict_parser)
   predict_parser.add_argument('--format', choices=('csv', 'jsonl'),
                               default='csv')
+  predict_parser.add_argument('-v', '--verbose', action='store_true',
+                              help='also show all logs on stderr')
   predict_parser.set_defaults(handler=_predict, accepts_beam_args=True,
                               reads_run=True)
 

@@ -27,34 +27,92 @@ import pyarrow.csv as pa_csv
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from serving.models import version_fingerprint
+from serving.models import load_newest_version, VersionWatch
 
 _log = logging.getLogger(__name__)
 
 
-def complete_versions(base_path: str) -> Dict[int, Path]:
-  """Version directories under a model base path that hold a saved_model.pb."""
-  base = Path(base_path)
-  if not base.is_dir():
-    return {}
-  return {int(p.name): p for p in base.iterdir()
-          if p.name.isdigit() and (p / 'saved_model.pb').is_file()}
+def _load_for_prediction(model_dir: str):
+  """Loads a version as the prediction jobs use it: (serving_default's
+  function, its input name, the raw input types from serving_raw)."""
+  model = tf.saved_model.load(model_dir)
+  for name in ('serving_default', 'serving_raw'):
+    if name not in model.signatures:
+      raise ValueError(f'{model_dir}: the model has no {name} signature')
+  function = model.signatures['serving_default']
+  inputs = function.structured_input_signature[1]
+  if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.string:
+    raise ValueError(f'{model_dir}: serving_default must take one tensor '
+                     'of serialized tf.Examples')
+  raw = model.signatures['serving_raw'].structured_input_signature[1]
+  return function, next(iter(inputs)), {
+      name: spec.dtype for name, spec in raw.items()}
+
+
+def pick_version(base_path: str) -> Tuple[str, Dict[int, str]]:
+  """The newest version under a model base path that loads, as `serve`
+  picks it (serving.models.VersionWatch's rule).
+
+  Returns:
+    (its directory, {newer version skipped: why}).
+
+  Raises:
+    FileNotFoundError: no version under `base_path` loads.
+  """
+  version, _, skipped = load_newest_version(base_path, _load_for_prediction)
+  return str(Path(base_path) / str(version)), skipped
 
 
 def latest_version_dir(base_path: str) -> str:
-  versions = complete_versions(base_path)
-  if not versions:
-    raise FileNotFoundError(f'no pushed model version under {base_path}')
-  return str(versions[max(versions)])
+  """The directory of the newest version that loads (see pick_version)."""
+  return pick_version(base_path)[0]
 
 
 def model_input_types(model_dir: str) -> Dict[str, tf.dtypes.DType]:
-  """The raw features the model reads, and their types (from serving_raw)."""
-  model = tf.saved_model.load(model_dir)
-  if 'serving_raw' not in model.signatures:
-    raise ValueError(f'{model_dir}: the model has no serving_raw signature')
-  inputs = model.signatures['serving_raw'].structured_input_signature[1]
-  return {name: spec.dtype for name, spec in inputs.items()}
+  """The raw features the model reads, and their types (from serving_raw).
+
+  Raises:
+    PredictionInputError: `model_dir` is not a model the prediction jobs use
+      (missing, not a SavedModel, or without the signatures they call).
+  """
+  try:
+    return _load_for_prediction(model_dir)[2]
+  except (OSError, ValueError, tf.errors.OpError) as e:
+    message = getattr(e, 'message', None) or str(e)
+    raise PredictionInputError(f'cannot use the model {model_dir}: '
+                               f'{message.strip().splitlines()[0]}') from None
+
+
+class PredictionInputError(ValueError):
+  """Input files that a prediction job must refuse; the message says
+  which and what to do."""
+
+
+class MissingColumnsError(PredictionInputError):
+  """CSV files lack columns the model reads."""
+
+  def __init__(self, missing: Dict[str, List[str]]):
+    """`missing`: {file ('' for this one): the columns it lacks}."""
+    self.missing = dict(missing)
+    shown = list(self.missing.items())[:5]
+    files = '; '.join(f'{path + " has " if path else ""}no column '
+                      f'{", ".join(map(repr, columns))}'
+                      for path, columns in shown)
+    if len(self.missing) > len(shown):
+      files += f'; and {len(self.missing) - len(shown)} more files'
+    super().__init__(
+        f'{files}: the model reads it (a value may be empty in some rows, '
+        'but not a whole column); add it, or pass --allow-missing-columns '
+        'to predict without it (the model then imputes it in every row)')
+
+
+def missing_columns(header: Sequence[str],
+                    input_types: Dict[str, tf.dtypes.DType]) -> List[str]:
+  """The model's raw features that a CSV header lacks, in the model's
+  order. Columns the model does not read (the label, others) do not
+  matter."""
+  present = set(header)
+  return [name for name in input_types if name not in present]
 
 
 @dataclasses.dataclass
@@ -204,14 +262,16 @@ def encode_examples(table: CsvTable, input_types: Dict[str, tf.dtypes.DType]
                     ) -> Tuple[List[bytes], Dict[int, str]]:
   """The rows of `table` -> serialized tf.Examples typed as the model reads
   them, column by column (tfx-bsl's C++ encoder). An empty value becomes
-  an empty feature, which parses as missing, so the model imputes it.
+  an empty feature, which parses as missing, so the model imputes it. A
+  column absent from the table is imputed in every row: callers refuse
+  that unless the user allowed it (see missing_columns).
   Returns the examples of the good rows, in order, and {row index: error
   naming the column} for the others."""
   columns = {}
   errors: Dict[int, str] = {}
   for name, dtype in input_types.items():
     if name not in table.columns:
-      continue  # left out of every row: imputed
+      continue  # left out of every row (allowed by the caller)
     text = table.columns[name]
     present = pc.not_equal(text, '').to_numpy(zero_copy_only=False)
     values = text.filter(pa.array(present))
@@ -282,16 +342,14 @@ def counter_value(result, namespace: str, name: str) -> int:
 
 class _LiveModel:
   """The loaded model version. With a base path, a background thread looks
-  every `poll_seconds` and swaps in a newer version once it is complete
-  (holds saved_model.pb and is unchanged between two looks), as TF Serving
-  does; inference never waits for a load."""
+  every `poll_seconds` and swaps in the newest newer version that is ready
+  and loads, by the rule `serve` follows (serving.models.VersionWatch);
+  inference never waits for a load."""
 
   def __init__(self, model_dir: str, base_path: Optional[str],
                poll_seconds: float):
     self.current = self._load(model_dir)
-    self._base_path = base_path
-    self._fingerprints: Dict[int, Any] = {}
-    self._failed: Dict[int, Any] = {}
+    self._watch_versions = VersionWatch(base_path) if base_path else None
     if base_path:
       threading.Thread(target=self._watch, args=(poll_seconds,), daemon=True,
                        name='model-version-watch').start()
@@ -299,12 +357,8 @@ class _LiveModel:
   @staticmethod
   def _load(model_dir: str):
     """(serving_default's function, its input name, version)."""
-    function = tf.saved_model.load(model_dir).signatures['serving_default']
-    inputs = function.structured_input_signature[1]
-    if len(inputs) != 1 or next(iter(inputs.values())).dtype != tf.string:
-      raise ValueError(f'{model_dir}: serving_default must take one tensor '
-                       'of serialized tf.Examples')
-    return function, next(iter(inputs)), Path(model_dir).name
+    function, input_name, _ = _load_for_prediction(model_dir)
+    return function, input_name, Path(model_dir).name
 
   def _watch(self, poll_seconds: float) -> None:
     while True:
@@ -315,28 +369,11 @@ class _LiveModel:
         _log.exception('looking for a new model version failed')
 
   def _look(self) -> None:
-    versions = complete_versions(self._base_path)
-    current = int(self.current[2])
-    newer = [v for v in versions if v > current]
-    if not newer:
-      return
-    newest = max(newer)
-    fingerprint = version_fingerprint(versions[newest])
-    previous, self._fingerprints[newest] = (
-        self._fingerprints.get(newest), fingerprint)
-    if (fingerprint is None or fingerprint != previous or
-        self._failed.get(newest) == fingerprint):
-      return  # first seen, still being written, or failed as it is
-    try:
-      loaded = self._load(str(versions[newest]))
-    except Exception:  # pylint: disable=broad-except
-      _log.exception('loading model version %d failed; keeping %d', newest,
-                     current)
-      self._failed[newest] = fingerprint  # retried once the files change
-      return
-    self.current = loaded  # one reference assignment: the swap
-    _log.info('now predicting with model version %d', newest)
-
+    found = self._watch_versions.load_newest(self._load,
+                                             int(self.current[2]))
+    if found:
+      self.current = found[1]  # one reference assignment: the swap
+      _log.info('now predicting with model version %d', found[0])
 
 
 class VersionedModelHandler(inference_base.ModelHandler):

@@ -132,8 +132,9 @@ def render(config: PipelineConfig) -> str:
 def write_report(config: PipelineConfig, path: str = '') -> Path:
   """Writes the report (default `<output>/report.html`); returns its path."""
   target = Path(path) if path else config.output_path / 'report.html'
+  text = render(config)  # first: a run that cannot be read creates nothing
   target.parent.mkdir(parents=True, exist_ok=True)
   partial = target.with_name(target.name + '.partial')
-  partial.write_text(render(config), encoding='utf-8')
+  partial.write_text(text, encoding='utf-8')
   partial.replace(target)
   return target

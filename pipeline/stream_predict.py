@@ -13,7 +13,8 @@ directory, in event-time sliding windows, as a Beam streaming job.
             mean absolute error where the label is present, model versions,
             the window's predictions
          -> late/<start>--<end>.jsonl     records past the allowed lateness
-    rows that cannot be parsed -> dead-letters/<file>.jsonl
+    rows that cannot be parsed, and every row of a file that lacks a column
+      the model reads (unless allowed) -> dead-letters/<file>.jsonl
 
 Restart: an input file with a predictions/<file>.csv is finished. Its
 predictions are replayed from there into the windows (not predicted again),
@@ -78,6 +79,9 @@ class StreamOptions:
   id_column: Optional[str] = None
   passthrough: Sequence[str] = ()
   pattern: str = '*.csv'
+  # Predict files that lack some of the model's columns (imputed in every
+  # row); without it, each row of such a file is a dead letter.
+  allow_missing_columns: bool = False
 
 
 def _counter(name: str):
@@ -197,6 +201,7 @@ class WatchDirectory(beam.DoFn):
     self._replayed_files = _counter('files_replayed')
     self._read = _counter('rows_read')
     self._dead = _counter('rows_dead_lettered')
+    self._imputed = _counter('files_imputed')
 
   def _stop_requested(self, state: _WatchState, now: float) -> bool:
     settings = self._settings
@@ -278,7 +283,17 @@ class WatchDirectory(beam.DoFn):
     else:
       self._read.inc(len(table) + len(table.bad_rows))
       dead += [prediction.dead_letter(path, *bad) for bad in table.bad_rows]
-      examples, errors = prediction.encode_examples(table, self._types)
+      missing = prediction.missing_columns(table.header, self._types)
+      if missing and not self._options.allow_missing_columns:
+        # Every row a dead letter: the model would impute the column.
+        error = str(prediction.MissingColumnsError({'': missing}))
+        examples, errors = [], dict.fromkeys(range(len(table)), error)
+      else:
+        if missing:
+          self._imputed.inc()
+          print(f'{name}: no column {", ".join(missing)}; imputed in every '
+                'row (--allow-missing-columns)', flush=True)
+        examples, errors = prediction.encode_examples(table, self._types)
       examples = iter(examples)
       options = self._options
       wanted = {self._settings.event_time_column, options.id_column,
@@ -551,6 +566,7 @@ class StreamResult:
   windows: int
   model_versions: List[str]
   summary_csv: str
+  files_imputed: int = 0  # predicted without some of the model's columns
 
 
 def summarize_windows(output_dir: str) -> str:
@@ -609,5 +625,6 @@ def run(options: StreamOptions, settings: StreamConfig, beam_args: List[str],
       rows_dead_lettered=value('rows_dead_lettered'),
       records_too_late=value('records_too_late'),
       windows=len(tf.io.gfile.glob(f'{options.output_dir}/{WINDOWS}/*.json')),
-      model_versions=sorted(versions, key=int), summary_csv=summary_csv)
+      model_versions=sorted(versions, key=int), summary_csv=summary_csv,
+      files_imputed=value('files_imputed'))
 

@@ -17,7 +17,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import (Callable, Dict, List, Optional, Sequence, Tuple,
+                    TypeVar)
 
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -126,6 +127,108 @@ def version_fingerprint(path: Path) -> Optional[Tuple]:
   return tuple(sorted(entries))
 
 
+def version_dirs(base_path: str) -> Dict[int, Path]:
+  """The versions under a model base path: its integer-named directories."""
+  base = Path(base_path)
+  if not base.is_dir():
+    return {}
+  return {int(p.name): p for p in base.iterdir()
+          if p.name.isdigit() and p.is_dir()}
+
+
+T = TypeVar('T')
+
+
+class VersionWatch:
+  """Which versions under one model base path may be used: the one rule
+  behind `serve`, `predict` and `stream`.
+
+  A version is ready once it holds a saved_model.pb, has stopped changing
+  (with `settle`: unchanged between two looks, so a push still being
+  copied is left alone) and has not failed to load as it is now (a failed
+  version is tried again once its files change). Of the ready versions,
+  the newest that loads is used; the others are skipped, with the reason
+  in `skipped`.
+  """
+
+  def __init__(self, base_path: str, settle: bool = True):
+    self.base_path = base_path
+    self._settle = settle
+    self._seen: Dict[int, Optional[Tuple]] = {}
+    self._failed: Dict[int, Optional[Tuple]] = {}
+    self.skipped: Dict[int, str] = {}  # version -> why it is not used
+
+  def ready(self) -> List[int]:
+    """The ready versions, oldest first (see the class doc)."""
+    ready, versions = [], version_dirs(self.base_path)
+    for gone in set(self._seen) - set(versions):  # deleted directories
+      for memory in (self._seen, self._failed, self.skipped):
+        memory.pop(gone, None)
+    for version, path in sorted(versions.items()):
+      fingerprint = version_fingerprint(path)
+      previous, self._seen[version] = self._seen.get(version), fingerprint
+      if not (path / 'saved_model.pb').is_file():
+        self.skipped[version] = 'no saved_model.pb (an incomplete copy?)'
+      elif fingerprint is None or (self._settle and fingerprint != previous):
+        self.skipped[version] = 'still being written'
+      elif version in self._failed:
+        if self._failed[version] == fingerprint:
+          continue  # still as it was when it failed: the reason stands
+        del self._failed[version]
+        ready.append(version)
+      else:
+        self.skipped.pop(version, None)
+        ready.append(version)
+    return ready
+
+  def failed(self, version: int, error: Exception) -> None:
+    """Records that `version` did not load; not tried again unchanged."""
+    self._failed[version] = self._seen.get(version)
+    message = str(error).strip().split('\n')[0] or type(error).__name__
+    self.skipped[version] = f'does not load: {message}'
+
+  def load_newest(self, load: Callable[[str], T], newer_than: int = -1
+                  ) -> Optional[Tuple[int, T]]:
+    """(version, load(its directory)) for the newest ready version above
+    `newer_than` that loads, or None; failures go to `skipped`."""
+    for version in sorted(self.ready(), reverse=True):
+      if version <= newer_than:
+        break
+      try:
+        loaded = load(str(Path(self.base_path) / str(version)))
+      except Exception as e:  # pylint: disable=broad-except
+        _log.error('loading version %d under %s failed: %s', version,
+                   self.base_path, e)
+        self.failed(version, e)
+        continue
+      self.skipped.pop(version, None)
+      return version, loaded
+    return None
+
+
+def load_newest_version(base_path: str, load: Callable[[str], T]
+                        ) -> Tuple[int, T, Dict[int, str]]:
+  """The newest version under `base_path` that loads, now (a one-off
+  choice, as `predict` makes: no waiting for a version to settle).
+
+  Returns:
+    (version, load(its directory), {newer version skipped: why}).
+
+  Raises:
+    FileNotFoundError: no version loads; the message says why for each.
+  """
+  watch = VersionWatch(base_path, settle=False)
+  found = watch.load_newest(load)
+  if found is None:
+    reasons = ''.join(f'; version {v}: {why}'
+                      for v, why in sorted(watch.skipped.items(), reverse=True))
+    raise FileNotFoundError(f'no model version that loads under {base_path}'
+                            f'{reasons}')
+  version, loaded = found
+  return version, loaded, {v: why for v, why in watch.skipped.items()
+                           if v > version}
+
+
 class ModelManager:
   """Keeps the loaded versions of every configured model up to date."""
 
@@ -139,8 +242,7 @@ class ModelManager:
     # need no lock.
     self._servables: Dict[str, Dict[int, Servable]] = {n: {} for n in names}
     self._states: Dict[str, Dict[int, VersionState]] = {n: {} for n in names}
-    self._seen: Dict[Tuple[str, int], Tuple] = {}
-    self._failed: Dict[Tuple[str, int], Tuple] = {}
+    self._watches = {c.name: VersionWatch(c.base_path) for c in configs}
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._lock = threading.Lock()  # one poll at a time
@@ -170,6 +272,10 @@ class ModelManager:
           Code.NOT_FOUND,
           f'Servable not found for request: Specific({name}, {version})')
     return versions[version]
+
+  def skipped(self, name: str) -> Dict[int, str]:
+    """{version: why it is not served} for the versions left out."""
+    return dict(self._watches[name].skipped)
 
   def states(self, name: str) -> Dict[int, VersionState]:
     if name not in self._states:
@@ -206,35 +312,24 @@ class ModelManager:
       for config in self.configs.values():
         self._poll_model(config)
 
-  def _ready_versions(self, config: ModelConfig) -> List[int]:
-    """Version directories that are complete: unchanged since the last poll."""
-    base = Path(config.base_path)
-    ready = []
-    if not base.is_dir():
-      return ready
-    for entry in base.iterdir():
-      if not (entry.name.isdigit() and entry.is_dir()):
-        continue
-      version = int(entry.name)
-      key = (config.name, version)
-      fingerprint = version_fingerprint(entry)
-      previous, self._seen[key] = self._seen.get(key), fingerprint
-      if (fingerprint and fingerprint == previous and
-          (entry / 'saved_model.pb').is_file() and
-          self._failed.get(key) != fingerprint):
-        ready.append(version)
-    return ready
-
   def _poll_model(self, config: ModelConfig) -> None:
     name = config.name
     current = self._servables[name]
     loaded = dict(current)
-    for version in config.policy.select(
-        sorted(set(self._ready_versions(config)) | set(current))):
-      if version not in loaded:
-        servable = self._load(config, version)
-        if servable:
-          loaded[version] = servable
+    candidates = set(self._watches[name].ready()) | set(current)
+    # A selected version that fails to load gives way to the next one the
+    # policy selects: the newest versions that load are served.
+    failed = True
+    while failed:
+      failed = False
+      for version in config.policy.select(sorted(candidates)):
+        if version not in loaded:
+          servable = self._load(config, version)
+          if servable:
+            loaded[version] = servable
+          else:
+            candidates.discard(version)
+            failed = True
     # Keep what the policy selects among what is loaded: a version that
     # failed to load leaves the previous one serving. A deleted directory
     # unloads its version.
@@ -255,8 +350,7 @@ class ModelManager:
       servable = Servable(name, version, path)
     except Exception as e:  # pylint: disable=broad-except
       _log.error('loading %s version %d failed: %s', name, version, e)
-      # Not retried until the directory changes.
-      self._failed[(name, version)] = self._seen.get((name, version))
+      self._watches[name].failed(version, e)  # retried once it changes
       self._states[name][version] = VersionState('END', str(e))
       return None
     self._states[name][version] = VersionState('AVAILABLE')

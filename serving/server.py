@@ -176,9 +176,13 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
       manager, Inference(Batcher(parameters) if parameters else None))
   manager.start()
   for config in configs:
-    versions = sorted(manager.states(config.name))
+    versions = sorted(v for v, state in manager.states(config.name).items()
+                      if state.state == 'AVAILABLE')
     print(f'Model {config.name}: {config.base_path} '
-          f'(versions loaded: {versions or "none yet"})', flush=True)
+          f'(versions loaded: {versions or "none yet"})'
+          + ''.join(f'\n  skipped version {version}: {why}' for version, why
+                    in sorted(manager.skipped(config.name).items(),
+                              reverse=True)), flush=True)
 
   loop = tornado.ioloop.IOLoop.current()
   grpc_server = grpc_service.make_server(

@@ -5,13 +5,19 @@ and its predictions equal the serving API's for the same rows."""
 import csv
 import glob
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
 import numpy as np
 import pytest
 import requests
 import tensorflow as tf
 
+from pipeline import batch_predict
 from pipeline import prediction
 from tests.conftest import read_csv, run_cli, write_csv
 from tests.serving_support import serving_copy
@@ -163,3 +169,111 @@ def test_tfrecord_input_gives_the_same_predictions(batch, taxi_pushed_model):
       (101, 'not a valid tf.Example'), (102, 'not a valid tf.Example')]
   assert "feature 'trip_miles': bytes_list where the model reads float32" in (
       dead[0]['error'] + dead[1]['error'])
+
+
+# --- inputs that would be silently wrong, refused ---------------------------
+
+def _one_error_line(result):
+  """The CLI's answer to an expected failure: exit 2, one error line."""
+  assert result.exit_code == 2, (result.stdout, result.stderr)
+  assert 'Traceback' not in result.stderr + result.stdout
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), result.stderr
+  return lines[0]
+
+
+def test_a_missing_model_column_is_refused_unless_allowed(batch,
+                                                          taxi_pushed_model):
+  """A column the model reads, absent from a file, would be imputed in
+  every row; the label and extra columns do not matter."""
+  _, work, header, rows = batch
+  drop = header.index('trip_miles')
+  directory = work / 'missing'
+  write_csv(directory / 'no-miles.csv', header[:drop] + header[drop + 1:],
+            [row[:drop] + row[drop + 1:] for row in rows[:20]])
+  label = header.index('fare')
+  write_csv(directory / 'no-label.csv',
+            header[:label] + header[label + 1:] + ['extra'],
+            [row[:label] + row[label + 1:] + ['x'] for row in rows[:10]])
+  args = ['predict', '--input', str(directory), '--model',
+          str(taxi_pushed_model)]
+  refused = run_cli(args + ['--output', str(work / 'refused' / 'pred')])
+  error = _one_error_line(refused)
+  assert str(directory / 'no-miles.csv') in error
+  assert "'trip_miles'" in error and '--allow-missing-columns' in error
+  assert 'no-label.csv' not in error
+  assert not list((work / 'refused').glob('pred-0*'))
+
+  allowed = run_cli(args + ['--output', str(work / 'allowed' / 'pred'),
+                            '--allow-missing-columns'])
+  assert allowed.exit_code == 0, allowed.stderr
+  assert 'Rows read: 30; predicted: 30; dead-lettered: 0' in allowed.stdout
+  assert ('Imputed in every row (--allow-missing-columns): trip_miles '
+          f'(absent from {directory / "no-miles.csv"})') in allowed.stdout
+  assert 'no-label.csv' not in allowed.stdout
+
+
+def test_a_file_that_changed_after_the_check_is_dead_lettered(batch):
+  """The job itself refuses a file without a model column (every row a
+  dead letter), for a file that lost it after the check before the job."""
+  _, work, header, rows = batch
+  drop = header.index('trip_seconds')
+  path = write_csv(work / 'changed' / 'a.csv',
+                   header[:drop] + header[drop + 1:],
+                   [row[:drop] + row[drop + 1:] for row in rows[:3]])
+  parse = batch_predict.ParseCsvFile(
+      {'trip_seconds': tf.int64, 'trip_miles': tf.float32}, None, ())
+  outputs = list(parse.process(fileio.ReadableFile(
+      FileMetadata(str(path), path.stat().st_size))))
+  dead = [o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+  assert len(dead) == len(outputs)  # nothing to predict
+  assert [d['line'] for d in dead] == [2, 3, 4]
+  assert all("no column 'trip_seconds'" in d['error'] for d in dead)
+
+
+@pytest.mark.parametrize('case', ['no such file', 'empty glob',
+                                  'directory without CSVs',
+                                  'unreadable file'])
+def test_an_input_that_is_not_there_is_one_clear_error(case, taxi_pushed_model,
+                                                       tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  (empty / 'notes.txt').write_text('not a CSV')
+  broken = tmp_path / 'broken.csv'
+  broken.symlink_to(tmp_path / 'gone.csv')  # unreadable, even by root
+  path, expected = {
+      'no such file': (tmp_path / 'nope.csv', 'no such input file: {}'),
+      'empty glob': (tmp_path / 'nope-*.csv', 'no input files match {}'),
+      'directory without CSVs': (
+          empty, 'no CSV files (*.csv, *.csv.gz, *.csv.bz2) in the '
+          'directory {}'),
+      'unreadable file': (broken, 'cannot read the input file {}: ')}[case]
+  result = run_cli(['predict', '--input', str(path), '--output',
+                    str(tmp_path / 'out' / 'pred'), '--model',
+                    str(taxi_pushed_model)])
+  assert _one_error_line(result).startswith(
+      'error: ' + expected.format(path))
+
+
+def test_predict_keeps_tensorflow_start_up_noise_off_the_console(
+    taxi_pushed_model, taxi_sample, tmp_path):
+  """In a fresh process (TensorFlow's CUDA and TensorRT notes come at its
+  import): nothing on stderr but an error, which -v keeps last."""
+  command = [str(Path(sys.executable).parent / 'tfx-e2e'), 'predict',
+             '--input', str(taxi_sample), '--model', str(taxi_pushed_model)]
+  quiet = subprocess.run(command + ['--output', str(tmp_path / 'q' / 'pred')],
+                         capture_output=True, text=True, timeout=300,
+                         check=False)
+  assert quiet.returncode == 0, quiet.stderr
+  assert quiet.stderr == ''
+  logs = list((tmp_path / 'q').glob('pred-predict-*.log'))
+  assert len(logs) == 1 and f'log: {logs[0]}' in quiet.stdout
+  error = f'error: no such input file: {tmp_path / "nope.csv"}'
+  for verbose in ([], ['-v']):
+    missing = subprocess.run(
+        command[:3] + [str(tmp_path / 'nope.csv')] + command[4:] + verbose +
+        ['--output', str(tmp_path / 'm' / 'pred')],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert missing.returncode == 2
+    lines = missing.stderr.splitlines()
+    assert lines[-1] == error and (verbose or len(lines) == 1)

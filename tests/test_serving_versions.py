@@ -1,5 +1,6 @@
-"""Versions: a live swap under load, half-written and broken versions, and
-version policies with labels from a model config file."""
+"""Versions: a live swap under load, half-written and broken versions,
+version policies with labels from a model config file, and the one rule
+`serve`, `predict` and `stream` share: the newest version that loads."""
 
 import shutil
 import threading
@@ -181,3 +182,70 @@ model_config_list {{
       with pytest.raises(grpc.RpcError) as error:
         stub.Predict(request, timeout=10)
       assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- one rule for serve, predict and stream: the newest version that loads -
+
+def _broken_versions(taxi_pushed_model, base):
+  """v1 whole; v2 half-copied (variables, no saved_model.pb); v3 with a
+  garbage saved_model.pb."""
+  base.mkdir(parents=True)
+  push_version(taxi_pushed_model, base, 1)
+  shutil.copytree(taxi_pushed_model / 'variables', base / '2' / 'variables')
+  shutil.copytree(taxi_pushed_model, base / '3')
+  (base / '3' / 'saved_model.pb').write_bytes(b'not a SavedModel')
+
+
+def test_serve_starts_on_the_newest_version_that_loads(taxi_pushed_model,
+                                                      tmp_path):
+  base = tmp_path / 'models' / MODEL
+  _broken_versions(taxi_pushed_model, base)
+  with running_server(OWN, [f'--model_name={MODEL}',
+                            f'--model_base_path={base}'],
+                      tmp_path) as server:
+    # Right away, not one poll later: the failed v3 gives way to v1.
+    response = requests.post(f'{server.rest}/v1/models/{MODEL}:predict',
+                             json={'signature_name': 'serving_raw',
+                                   'instances': [REST_ROW]}, timeout=10)
+    assert response.status_code == 200, response.text
+    log = server.log.read_text()
+  assert 'versions loaded: [1]' in log
+  assert 'skipped version 3: does not load' in log
+  assert 'skipped version 2: no saved_model.pb' in log
+
+
+def test_predict_uses_the_newest_version_that_loads(taxi_pushed_model,
+                                                    taxi_sample, tmp_path):
+  from tests.conftest import run_cli  # pylint: disable=import-outside-toplevel
+  output = tmp_path / 'run'
+  _broken_versions(taxi_pushed_model, output / 'serving' / MODEL)
+  result = run_cli(['predict', '--set', f'output_dir={output}', '--input',
+                    str(taxi_sample), '--output', str(tmp_path / 'pred'),
+                    '--set', f'model_name={MODEL}'])
+  assert result.exit_code == 0, result.stderr
+  assert f'Model: version 1 under {output / "serving" / MODEL}' in (
+      result.stdout)
+  assert 'skipped version 3: does not load' in result.stdout
+  assert 'skipped version 2: no saved_model.pb' in result.stdout
+  with open(next(tmp_path.glob('pred-0*.csv'))) as f:
+    assert {row.rstrip('\n').rsplit(',', 1)[1] for row in list(f)[1:]} == {
+        '1'}
+
+
+def test_a_following_stream_skips_a_version_that_does_not_load(
+    taxi_pushed_model, tmp_path):
+  """The stream's model watch: of two new versions, the newer broken, it
+  swaps to the one that loads (and did not before: it stayed on v1)."""
+  from pipeline import prediction  # pylint: disable=import-outside-toplevel
+  base = tmp_path / MODEL
+  base.mkdir()
+  push_version(taxi_pushed_model, base, 1)
+  model = prediction.VersionedModelHandler(
+      str(base / '1'), base_path=str(base), poll_seconds=3600).load_model()
+  push_version(taxi_pushed_model, base, 2)
+  push_version(taxi_pushed_model, base, 3)
+  (base / '3' / 'saved_model.pb').write_bytes(b'not a SavedModel')
+  model._look()  # pylint: disable=protected-access
+  assert model.current[2] == '1'  # first sight: not yet known to be whole
+  model._look()  # pylint: disable=protected-access
+  assert model.current[2] == '2'

@@ -3,6 +3,7 @@ watermarks), then real streaming runs on the pipeline's pushed model: files
 dropped into a watched directory, a model pushed mid-stream, a restart."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing import test_stream
 from apache_beam.transforms import window
 import pytest
+import tensorflow as tf
 
 from pipeline import stream_predict
 from pipeline.config import BUNDLED_TAXI_CSV, StreamConfig
@@ -265,3 +267,31 @@ def test_a_restarted_stream_neither_loses_nor_repeats(first_stream, taxi_rows):
   assert {name: (output / 'predictions' / name).stat().st_mtime_ns
           for name in files} == before
   _check_windows(output, [*files, 'part-100.csv'])
+
+
+@pytest.mark.parametrize('allowed', [False, True])
+def test_a_file_without_a_model_column_is_dead_lettered_unless_allowed(
+    taxi_rows, tmp_path, allowed):
+  """Each row of a file that lacks a column the model reads goes to the
+  dead letters with the reason, instead of being predicted with the
+  column imputed; --allow-missing-columns predicts it."""
+  header, rows = taxi_rows
+  drop = header.index('trip_miles')
+  path = write_csv(tmp_path / 'in' / 'no-miles.csv',
+                   header[:drop] + header[drop + 1:],
+                   [row[:drop] + row[drop + 1:] for row in rows[:5]])
+  options = dataclasses.replace(_options(tmp_path),
+                                allow_missing_columns=allowed)
+  (tmp_path / 'out' / stream_predict.PREDICTIONS).mkdir(parents=True)
+  types = {'trip_miles': tf.float32, 'trip_seconds': tf.int64}
+  watch = stream_predict.WatchDirectory(options, SETTINGS, types)
+  outputs = list(watch._read_file(str(path)))  # pylint: disable=protected-access
+  dead_letters = tmp_path / 'out' / 'dead-letters' / 'no-miles.csv.jsonl'
+  if allowed:
+    assert len(outputs) == 5 and not dead_letters.exists()
+    return
+  assert outputs == []
+  dead = [json.loads(line) for line in dead_letters.read_text().splitlines()]
+  assert [d['line'] for d in dead] == [2, 3, 4, 5, 6]
+  assert all("no column 'trip_miles'" in d['error'] and
+             '--allow-missing-columns' in d['error'] for d in dead)
