@@ -335,6 +335,16 @@ class PipelineConfig:
       raise ConfigError('evaluation.max_relative_rmse_increase must be > -1 '
                         '(a fraction of the baseline RMSE: 0.01 allows 1% '
                         'more), or none')
+    # The first model has no baseline to compare with, and TFX blesses no
+    # model that it has checked against nothing: without such a gate, no
+    # model would ever be pushed.
+    if evaluation.rmse_upper_bound is None and evaluation.min_r_squared is None:
+      raise ConfigError('evaluation.rmse_upper_bound or '
+                        'evaluation.min_r_squared must be set: the Evaluator '
+                        'blesses no model without a gate on its own metrics '
+                        '(the change gates need a blessed model first); '
+                        'e.g. evaluation.min_r_squared=0 (better than '
+                        "predicting the labels' mean)")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -184,6 +184,9 @@ def test_a_data_run_starts_from_scale_free_gates():
      'evaluation.max_relative_rmse_increase must be > -1'),
     ('evaluation.max_rmse_increase=nan',
      'evaluation.max_rmse_increase must be a finite number or none'),
+    # No gate that a first model can be checked against.
+    ('evaluation.rmse_upper_bound=none',
+     'evaluation.rmse_upper_bound or evaluation.min_r_squared must be set'),
 ])
 def test_gate_settings_out_of_range_are_refused(override, message):
   key, value = override.split('=')

@@ -29,7 +29,8 @@ def test_yaml_file_then_overrides(tmp_path):
       'training:\n'
       '  train_steps: 50\n')
   config = load_config(str(config_file), parse_overrides(
-      ['training.train_steps=70', 'evaluation.rmse_upper_bound=none']))
+      ['training.train_steps=70', 'evaluation.rmse_upper_bound=none',
+       'evaluation.min_r_squared=0']))
   assert config.pipeline_name == 'my-pipe'
   # Paths in a file are relative to the file.
   assert config.data.path == str(tmp_path / 'conf' / 'data.csv')
