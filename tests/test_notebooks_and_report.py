@@ -211,6 +211,67 @@ def test_feature_distributions_cap_keeps_the_largest_differences(taxi_run):
   assert f'{total - 5} left out' in capped.caption
 
 
+def _steps(axes):
+  """The histogram outlines of a numeric plot: {label: (density, edges)}."""
+  return {p.get_label(): (p.get_data().values, p.get_data().edges)
+          for p in axes.patches if hasattr(p, 'get_data')}
+
+
+def test_feature_distributions_of_wide_and_awkward_data(monkeypatch):
+  """124 features of TFDV's own statistics: the cap keeps those whose train
+  and eval differ most, and a heavy tail, a split with no values and a
+  constant are drawn without inventing data."""
+  import pandas as pd  # pylint: disable=import-outside-toplevel
+  import tensorflow_data_validation as tfdv  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+
+  def frame(rows, shift):
+    # Every third feature moves by 0.6 standard deviations in eval.
+    columns = {f'num_{i:03d}': rng.normal(shift * (i % 3 == 2), 1, rows)
+               for i in range(120)}
+    columns['constant'] = np.full(rows, 5.0)
+    columns['heavy'] = np.concatenate([rng.exponential(1, rows - 3),
+                                       [1e6, 2e6, 5e6]])
+    columns['sparse'] = np.where(rng.random(rows) < 0.9, np.nan,
+                                 rng.normal(0, 1, rows))
+    columns['category'] = rng.choice(['a', 'b', 'c'], rows)
+    return pd.DataFrame(columns)
+
+  statistics = {
+      'train': tfdv.generate_statistics_from_dataframe(frame(3000, 0.0)),
+      'eval': tfdv.generate_statistics_from_dataframe(
+          frame(1000, 0.6).assign(sparse=np.nan))}
+  monkeypatch.setattr(analysis, '_statistics',
+                      lambda results, split: statistics[split])
+
+  drawn = analysis.feature_distributions(None)
+  assert len(drawn.shown) == analysis.MAX_DISTRIBUTIONS
+  assert len(drawn.left_out) == 124 - analysis.MAX_DISTRIBUTIONS
+  assert f'{len(drawn.left_out)} left out' in drawn.caption
+  assert all(int(name[-3:]) % 3 == 2 for name in drawn.shown), drawn.shown
+
+  for proto in statistics.values():  # the awkward ones on their own
+    features = proto.datasets[0].features
+    kept = [f for f in features if not f.path.step[0].startswith('num_')]
+    del features[:]
+    features.extend(kept)
+  awkward = analysis.feature_distributions(None)
+  plots = {a.get_title(loc='left').split()[0]: a
+           for a in awkward.figure.axes if a.get_visible()}
+  assert sorted(plots) == ['category', 'constant', 'heavy', 'sparse']
+  heavy = plots['heavy']
+  assert 'outside the x range: train 10%, eval 10%' in heavy.get_xlabel()
+  assert heavy.get_xlim()[1] < 100  # the bulk, not up to 5e6
+  for density, edges in _steps(heavy).values():
+    assert math.isclose(np.sum(density * np.diff(edges)), 0.9, abs_tol=0.02)
+  sparse = plots['sparse']
+  assert list(_steps(sparse)) == ['train']  # eval has no value to draw
+  assert 'eval 100%' in sparse.get_title(loc='left')
+  for density, edges in _steps(plots['constant']).values():
+    assert math.isclose(np.sum(density * np.diff(edges)), 1.0)
+    assert edges[0] <= 5.0 <= edges[-1]
+
+
 def test_start_up_noise_is_dropped_and_other_stderr_kept(tmp_path, capfd,
                                                          monkeypatch):
   (tmp_path / 'noisy_native_module.py').write_text(
