@@ -305,7 +305,8 @@ class _Split:
   """One split's view of a feature."""
   missing: float  # share of rows without a value
   # Numeric: cumulative shares at the bucket edges of TFDV's equal-width
-  # histogram and of its deciles; `knots` is the one drawn.
+  # histogram and of its quantiles histogram (deciles by default); `knots`
+  # is the one drawn.
   standard: Optional[Tuple[np.ndarray, np.ndarray]] = None
   deciles: Optional[Tuple[np.ndarray, np.ndarray]] = None
   knots: Optional[Tuple[np.ndarray, np.ndarray]] = None
@@ -530,14 +531,10 @@ def _draw_categorical(axes, feature: _Feature) -> str:
   axes.tick_params(axis='x', labelsize=7)
   axes.xaxis.set_major_formatter(
       matplotlib_ticker.PercentFormatter(xmax=1.0, decimals=0))
-  more = max(len(values) - len(shown), 0)
-  unique = max(len(values), *(len(v.shares) for v in feature.views))
-  incomplete = not (train.complete and evaluation.complete)
-  if more or incomplete:
-    return (f'{more}{"+" if incomplete else ""} more values'
-            f'{" (top values only in the statistics)" if incomplete else ""}'
-            if unique else '')
-  return ''
+  more = len(values) - len(shown)
+  if not (train.complete and evaluation.complete):
+    return f'{more}+ more values (the statistics list the most frequent)'
+  return f'{more} more values' if more else ''
 
 
 @dataclasses.dataclass
