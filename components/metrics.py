@@ -89,9 +89,10 @@ def _labels_and_predictions(element: metric_types.StandardMetricInputs,
 def _add(sums: List[float], label: float, prediction: float,
          weight: float) -> None:
   error = label - prediction
-  if sums[_WEIGHT] and weight:
-    sums[_SPREAD] += _merged_spread(sums[_WEIGHT], sums[_LABEL] / sums[_WEIGHT],
-                                    weight, label)
+  total = sums[_WEIGHT]
+  if total > 0 and weight > 0:  # _merged_spread, inline: per example
+    deviation = label - sums[_LABEL] / total
+    sums[_SPREAD] += deviation * deviation * total * weight / (total + weight)
   sums[_COUNT] += 1.0
   sums[_WEIGHT] += weight
   sums[_LABEL] += weight * label
