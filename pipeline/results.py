@@ -233,9 +233,10 @@ def _metrics(evaluation_uri: str):
 
 
 def _applied_thresholds(evaluation_uri: str):
-  """[(metric name, bound, value, MetricThreshold)] of the overall slice, in
-  the eval config that the Evaluator stored with its evaluation (change
-  thresholds are gone from it when there was no baseline)."""
+  """[(metric name, bound, its value, the Generic*Threshold holding it)] of
+  the overall slice, in the eval config that the Evaluator stored with its
+  evaluation (change thresholds are gone from it when there was no
+  baseline)."""
   stored, *_ = eval_config_writer.load_eval_run(evaluation_uri)
   names = {metric.__name__: metric().name for metric in metrics_lib.ALL}
   applied = []
