@@ -45,7 +45,10 @@ def _kinds(values) -> set:
     values = values.ravel().tolist()
   if not isinstance(values, list):
     values = [values]
-  kinds, types = set(), set(map(type, values))  # at C speed: flat columns
+  types = set(map(type, values))  # at C speed: flat columns
+  if types.issubset(_PYTHON_KINDS):  # the common case
+    return {_PYTHON_KINDS[kind] for kind in types}
+  kinds = set()
   for kind in types:
     if kind is list:
       for value in values:
@@ -58,19 +61,25 @@ def _kinds(values) -> set:
   return kinds
 
 
+_ALLOWED: Dict[tf.dtypes.DType, Optional[frozenset]] = {}
+
+
 def fits(kinds: set, dtype: tf.dtypes.DType) -> bool:
   """Whether values of these kinds fit an input of `dtype` (see _kinds)."""
-  if dtype == tf.string:
-    allowed = {_STRING}
-  elif dtype == tf.bool:
-    allowed = {_BOOL}
-  elif dtype.is_integer:
-    allowed = {_INTEGER}
-  elif dtype.is_floating:
-    allowed = {_INTEGER, _FLOAT}
-  else:
-    return True  # other dtypes: TensorFlow's conversion decides
-  return kinds <= allowed
+  allowed = _ALLOWED.get(dtype, False)
+  if allowed is False:  # worked out once per dtype: DType compares slowly
+    if dtype == tf.string:
+      allowed = frozenset({_STRING})
+    elif dtype == tf.bool:
+      allowed = frozenset({_BOOL})
+    elif dtype.is_integer:
+      allowed = frozenset({_INTEGER})
+    elif dtype.is_floating:
+      allowed = frozenset({_INTEGER, _FLOAT})
+    else:
+      allowed = None  # other dtypes: TensorFlow's conversion decides
+    _ALLOWED[dtype] = allowed
+  return allowed is None or kinds <= allowed
 
 
 def as_input_tensor(name: str, values, dtype: tf.dtypes.DType) -> tf.Tensor:
