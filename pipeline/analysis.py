@@ -506,7 +506,7 @@ def _draw_numeric(axes, feature: _Feature) -> str:
   axes.xaxis.get_offset_text().set_fontsize(7)
   if clipped or outside:
     drawn = [v for v in feature.views if v.knots is not None]
-    return (f'outside the x range: {", ".join(outside) or "none"} '
+    return (f'outside the x range: {", ".join(outside) or "none"}\n'
             f'(values {min(v.low for v in drawn):.4g} to '
             f'{max(v.high for v in drawn):.4g})')
   return ''
@@ -588,8 +588,14 @@ def feature_distributions(results: results_lib.RunResults,
   features.sort(key=lambda f: (-f.difference, f.name))
   shown, rest = features[:max_features], features[max_features:]
   rows = max(1, math.ceil(len(shown) / _COLUMNS))
-  figure = Figure(figsize=(12, 2.35 * rows + 0.7))
-  grid = figure.subplots(rows, _COLUMNS, squeeze=False)
+  height = 2.35 * rows + 0.7
+  # Fixed margins in inches (room for category labels on the left, two
+  # title lines and a note under each plot), not tight_layout: that
+  # measures every tick label and took longer than drawing the plots.
+  figure = Figure(figsize=(12, height))
+  grid = figure.subplots(rows, _COLUMNS, squeeze=False, gridspec_kw={
+      'left': 1.05 / 12, 'right': 0.985, 'wspace': 0.62,
+      'top': 1 - 0.95 / height, 'bottom': 0.5 / height, 'hspace': 0.95})
   for axes, feature in zip(grid.flat, shown):
     draw = _draw_numeric if feature.kind == 'num_stats' else _draw_categorical
     note = draw(axes, feature)
@@ -611,7 +617,6 @@ def feature_distributions(results: results_lib.RunResults,
   figure.suptitle('Train vs eval per feature (numbers: density; categories: '
                   'share of rows with a value)', fontsize=10, x=0.01,
                   ha='left')
-  figure.tight_layout(rect=(0, 0, 1, 1 - 0.45 / figure.get_figheight()))
 
   caption = (f'{len(shown)} of {len(features)} features'
              if rest else f'{len(shown)} features')
