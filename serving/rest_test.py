@@ -1,8 +1,10 @@
 """The REST request parsing, without a server."""
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from serving import api, rest
+from serving import api, inference, rest
 from serving.errors import ServingError
 
 
@@ -48,3 +50,25 @@ def test_strings_decode_to_bytes():
   assert api.decode_strings(['ab', 'é']) == [b'ab', 'é'.encode()]
   assert api.decode_strings([['a'], [{'b64': 'eA=='}]]) == [[b'a'], [b'x']]
   assert api.decode_strings([]) == []
+
+
+@pytest.mark.parametrize('values, dtype, fits', [
+    ([600], 'int64', True), ([600.7], 'int64', False),
+    ([600.0], 'int64', False), ([b'600'], 'int64', False),
+    ([True], 'int64', False), ([600, 2.5], 'float32', True),
+    ([[1], [2]], 'float32', True), ([b'x'], 'string', True),
+    ([1], 'string', False), ([], 'int64', True),
+    # gRPC: arrays typed by their TensorProto.
+    (np.array([600.7], np.float32), 'int64', False),
+    (np.array([b'600'], object), 'int64', False),
+    (np.array([600], np.int32), 'int64', True),
+    (np.array([600], np.int64), 'float32', True),
+    (np.array([1.5]), 'string', False)])
+def test_one_rule_for_which_values_fit_an_input(values, dtype, fits):
+  """REST's JSON values and gRPC's typed arrays meet the same rule."""
+  dtype = tf.dtypes.as_dtype(dtype)
+  if fits:
+    assert inference.as_input_tensor('x', values, dtype).dtype == dtype
+  else:
+    with pytest.raises(ServingError, match='Input "x": expected'):
+      inference.as_input_tensor('x', values, dtype)
