@@ -51,7 +51,11 @@ def _import_quietly(module: str) -> None:
   if module in sys.modules:
     return
   sys.stderr.flush()
-  saved = os.dup(2)
+  try:
+    saved = os.dup(2)
+  except OSError:  # no stderr to filter
+    importlib.import_module(module)
+    return
   with tempfile.TemporaryFile(mode='w+b') as captured:
     os.dup2(captured.fileno(), 2)
     try:
