@@ -310,13 +310,18 @@ def _label_problem(value: str, na_values: frozenset) -> Optional[str]:
     return f'missing label {value!r}' if value else 'missing label'
   if not NUMBER.fullmatch(value):
     return _NOT_NUMERIC
-  return None if math.isfinite(float(value)) else (
-      f'non-finite label {value!r}')
+  number = float(value)
+  if not math.isfinite(number):
+    return f'non-finite label {value!r}'
+  # tf.Example floats are float32: beyond its range a label is infinite.
+  return None if abs(number) <= _FLOAT32_MAX else (
+      f'label {value!r} beyond the float32 range')
 
 
 _NOT_NUMERIC = 'not a number'
 _UNSEEN = object()
 _LABEL_CACHE = 100_000
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class _ColumnProfile:

@@ -13,11 +13,12 @@ import csv
 import gzip
 import io
 import lzma
+import random
 import re
 import zipfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +26,7 @@ import pytest
 
 from components import csv_example_gen
 from pipeline import input_check, runner
-from pipeline.config import DataConfig, PipelineConfig
+from pipeline.config import DEFAULT_NA_VALUES, DataConfig, PipelineConfig
 from tests.conftest import read_csv, run_cli, write_csv
 
 VALID_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
@@ -237,6 +238,16 @@ def test_every_bad_label_is_counted_with_examples(tmp_path):
   assert "d.csv:32 'x30'" in message
 
 
+def test_a_label_beyond_float32_is_dropped_not_trained_as_infinity(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['miles', 'fare'],
+                   [['1', '5'], ['2', '1e39'], ['3', '-3.5e38'], ['4', '3e38']])
+  report, _, rows = _gate(_config(tmp_path, data))
+  assert report.dropped_examples == [
+      "d.csv:3 (label '1e39' beyond the float32 range)",
+      "d.csv:4 (label '-3.5e38' beyond the float32 range)"]
+  assert rows == [['1', '5'], ['4', '3e38']]
+
+
 @given(st.text(alphabet='0123456789.eE+-_, infatyINFATY', max_size=10))
 @settings(max_examples=2000, deadline=None)
 def test_the_number_rule_is_csv_example_gens(value):
@@ -335,3 +346,70 @@ def test_a_rejected_run_creates_no_output_directory(tmp_path):
                     'fare', '--output', str(tmp_path / 'new')])
   assert result.exit_code == runner.EXIT_BAD_INPUT
   assert not (tmp_path / 'new').exists()
+
+
+# The invariant end to end, on a few generated tables (each a real run).
+
+@st.composite
+def _trainable_tables(draw):
+  """40 rows under a generated header (duplicates, spaces, unicode, empty
+  names), a generated delimiter, and missing-value markers here and there;
+  the label is a linear function of the first column, so a model can be
+  blessed."""
+  titles = draw(st.lists(_TITLES, min_size=2, max_size=5))
+  header = titles + ['y value']
+  rng = random.Random(draw(st.integers(0, 2**32)))
+  markers = ['NA', 'null', '', '?']
+  rows = []
+  for i in range(40):
+    x = rng.uniform(0, 10)
+    row = [f'{x:.3f}'] + [rng.choice(['a', 'b', 'c', f'{rng.random():.2f}'])
+                          for _ in titles[1:]]
+    for at in range(len(row)):
+      if rng.random() < 0.1:
+        row[at] = rng.choice(markers)
+    rows.append(row + [f'{2 * x + 1 + rng.gauss(0, 0.1):.3f}'])
+  return header, rows, draw(st.sampled_from([',', ';', '\t']))
+
+
+@given(_trainable_tables())
+@settings(max_examples=3, deadline=None, derandomize=True,
+          phases=[Phase.explicit, Phase.generate],  # a shrink is a run each
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.function_scoped_fixture])
+def test_a_run_refuses_or_trains_on_exactly_the_named_rows_and_columns(
+    tmp_path_factory, table):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  header, rows, delimiter = table
+  work = tmp_path_factory.mktemp('run')
+  text = io.StringIO()
+  csv.writer(text, delimiter=delimiter, lineterminator='\n').writerows(
+      [header] + rows)
+  path = work / 'data.csv'
+  path.write_text(text.getvalue(), encoding='utf-8')
+  output = work / 'out'
+  result = run_cli(['run', '--data', str(path), '--label', 'y value',
+                    '--output', str(output)])
+  assert 'Traceback' not in result.stdout + result.stderr
+  if result.exit_code == runner.EXIT_BAD_INPUT:
+    assert result.stderr.startswith(f'error: {path}'), result.stderr
+    return
+  assert result.exit_code in (runner.EXIT_PUSHED, runner.EXIT_NOT_PUSHED), (
+      result.stdout + result.stderr)
+  names = input_check.feature_names(header)
+  examples = [tf.train.Example.FromString(r.numpy())
+              for r in tf.data.TFRecordDataset(
+                  [str(p) for p in output.glob(
+                      'pipeline/CsvExampleGen/examples/*/Split-*/*.gz')],
+                  compression_type='GZIP')]
+  usable = [row for row in rows
+            if row[-1].strip() not in DEFAULT_NA_VALUES]
+  assert len(examples) == len(usable)
+  assert sorted(float(e.features.feature['y_value'].float_list.value[0])
+                for e in examples) == pytest.approx(
+                    sorted(float(row[-1]) for row in usable))
+  model_dirs = list(output.glob('pipeline/Trainer/model/*/Format-Serving'))
+  if model_dirs:  # the data gate may stop a run on generated data
+    model = tf.saved_model.load(str(model_dirs[0]))
+    inputs = model.signatures['serving_raw'].structured_input_signature[1]
+    assert sorted(inputs) == sorted(names[:-1])
