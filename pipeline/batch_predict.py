@@ -35,6 +35,7 @@ from google.protobuf import message as protobuf_message
 import numpy as np
 import tensorflow as tf
 
+from pipeline import input_check
 from pipeline import prediction
 
 PREDICTION = 'prediction'
@@ -56,6 +57,8 @@ class BatchPredictOptions:
   # Predict CSV files that lack some of the model's columns, which the
   # model then imputes in every row; without it such a file is refused.
   allow_missing_columns: bool = False
+  # How CSV values are read: as for training (the run's data settings).
+  csv_rules: input_check.CsvRules = input_check.CsvRules()
 
 
 def input_format_of(pattern: str) -> str:
@@ -127,7 +130,7 @@ def input_files(pattern: str, input_format: str = 'csv') -> List[str]:
 _HEADER_BYTES = 1 << 20
 
 
-def _csv_header(path: str) -> Optional[List[str]]:
+def _csv_header(path: str, delimiter: str = '') -> Optional[List[str]]:
   """The header of a CSV file (.gz/.bz2 too), or None when it cannot be
   told here (not UTF-8, or longer than _HEADER_BYTES)."""
   with FileSystems.open(path) as f:
@@ -141,7 +144,8 @@ def _csv_header(path: str) -> Optional[List[str]]:
       continue
   else:
     return None
-  rows = csv.reader(io.StringIO(text, newline=''))
+  rows = csv.reader(io.StringIO(text, newline=''), delimiter=(
+      input_check.delimiter_of(text.partition('\n')[0], delimiter)))
   try:
     header = next(rows, [])
   except csv.Error:
@@ -153,7 +157,8 @@ def _csv_header(path: str) -> Optional[List[str]]:
 
 def check_columns(paths: Sequence[str],
                   input_types: Dict[str, tf.dtypes.DType],
-                  allow_missing: bool) -> Dict[str, List[str]]:
+                  allow_missing: bool,
+                  delimiter: str = '') -> Dict[str, List[str]]:
   """The CSV files that lack columns the model reads, before the job.
 
   Returns:
@@ -166,7 +171,7 @@ def check_columns(paths: Sequence[str],
   """
   missing = {}
   for path in paths:
-    header = _csv_header(path)
+    header = _csv_header(path, delimiter)
     if header:
       columns = prediction.missing_columns(header, input_types)
       if columns:
@@ -189,9 +194,11 @@ class _ParseFile(beam.DoFn):
 
   def __init__(self, input_types: Dict[str, tf.dtypes.DType],
                id_column: Optional[str], passthrough: Sequence[str],
-               allow_missing_columns: bool = False):
+               allow_missing_columns: bool = False,
+               csv_rules: input_check.CsvRules = input_check.CsvRules()):
     self._types = input_types
     self._allow_missing = allow_missing_columns
+    self._rules = csv_rules
     self._id_column = id_column
     self._passthrough = tuple(passthrough)
     self._read = counter('rows_read')
@@ -223,7 +230,7 @@ class ParseCsvFile(_ParseFile):
     with readable.open() as f:
       data = b''.join(iter(lambda: f.read(1 << 20), b''))
     try:
-      table = prediction.read_csv(data)
+      table = prediction.read_csv(data, self._rules)
     except ValueError as e:  # the whole file is one dead letter
       self._read.inc()
       yield from self._dead_letters(path, [(1, '', str(e))])
@@ -334,7 +341,7 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
                               options.passthrough)
   else:
     parse = ParseCsvFile(input_types, options.id_column, options.passthrough,
-                         options.allow_missing_columns)
+                         options.allow_missing_columns, options.csv_rules)
   matched = (root | 'Files' >> beam.Create(list(files))
              | 'Match' >> fileio.MatchAll()) if files is not None else (
                  root | 'Match' >> fileio.MatchFiles(options.input_pattern))
@@ -397,7 +404,8 @@ def run(options: BatchPredictOptions, beam_args: List[str],
   input_types = prediction.model_input_types(options.model_dir)
   files = input_files(options.input_pattern, options.input_format)
   imputed = {} if options.input_format == 'tfrecord' else check_columns(
-      files, input_types, options.allow_missing_columns)
+      files, input_types, options.allow_missing_columns,
+      options.csv_rules.delimiter)
   root = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
   build(root, options, input_types, files)
   result = root.run()

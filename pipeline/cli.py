@@ -331,7 +331,8 @@ def _predict(args: argparse.Namespace) -> int:
         output_format=args.format,
         input_format=args.input_format or batch_predict.input_format_of(
             args.input),
-        allow_missing_columns=args.allow_missing_columns)
+        allow_missing_columns=args.allow_missing_columns,
+        csv_rules=input_check.CsvRules.of(config))
     beam_args = config.beam_args() + list(args.beam_args)
     print(f'Predicting {args.input} with {model_dir} (Beam: '
           f'{" ".join(beam_args)}; log: {log_path})', flush=True)
@@ -370,7 +371,8 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
       model_base=args.model or config.serving_model_dir,
       label_column=config.data.label, id_column=args.id_column,
       passthrough=_columns(args.passthrough), pattern=args.pattern,
-      allow_missing_columns=args.allow_missing_columns)
+      allow_missing_columns=args.allow_missing_columns,
+      csv_rules=input_check.CsvRules.of(config))
   model_dir = _latest_model(options.model_base)
   try:
     stream_predict.check_input(options)

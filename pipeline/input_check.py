@@ -56,7 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from pipeline.config import FILE_PATTERN_CHARS, PipelineConfig
+from pipeline.config import (DEFAULT_NA_VALUES, FILE_PATTERN_CHARS,
+                             PipelineConfig)
 
 
 class InputError(ValueError):
@@ -187,19 +188,37 @@ def _text(path: Path, compression: Optional[str]) -> IO[str]:
     raise InputError(f'{path}: cannot read: {e.strerror}') from e
 
 
+def delimiter_of(header_line: str, configured: str = '') -> str:
+  """`configured`, or the delimiter a header line uses most (`,` if
+  none)."""
+  if configured:
+    return configured
+  counts = {d: header_line.count(d) for d in DELIMITERS}
+  best = max(DELIMITERS, key=lambda d: (counts[d], d == ','))
+  return best if counts[best] else ','
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvRules:
+  """The settings of these rules that prediction applies to its CSV input
+  as training did (data.delimiter, data.na_values)."""
+  delimiter: str = ''
+  na_values: Tuple[str, ...] = DEFAULT_NA_VALUES
+
+  @classmethod
+  def of(cls, config: PipelineConfig) -> 'CsvRules':
+    return cls(config.data.delimiter, tuple(config.data.na_values))
+
+
 def _header_delimiter(path: Path, compression: Optional[str],
                       configured: str) -> str:
-  """`configured`, or the delimiter the header line uses most."""
   if configured:
     return configured
   with _text(path, compression) as text:
     try:
-      line = text.readline()
+      return delimiter_of(text.readline())
     except UnicodeDecodeError:
       raise _not_utf8(path, compression) from None
-  counts = {d: line.count(d) for d in DELIMITERS}
-  best = max(DELIMITERS, key=lambda d: (counts[d], d == ','))
-  return best if counts[best] else ','
 
 
 def _records(path: Path, compression: Optional[str], delimiter: str

@@ -27,6 +27,7 @@ import pyarrow.csv as pa_csv
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
+from pipeline import input_check
 from serving.models import load_newest_version, VersionWatch
 
 _log = logging.getLogger(__name__)
@@ -109,9 +110,10 @@ class MissingColumnsError(PredictionInputError):
 def missing_columns(header: Sequence[str],
                     input_types: Dict[str, tf.dtypes.DType]) -> List[str]:
   """The model's raw features that a CSV header lacks, in the model's
-  order. Columns the model does not read (the label, others) do not
-  matter."""
-  present = set(header)
+  order, a header name standing for its valid model name as in training
+  (`input_check.feature_names`). Columns the model does not read (the
+  label, others) do not matter."""
+  present = set(input_check.feature_names(header))
   return [name for name in input_types if name not in present]
 
 
@@ -123,6 +125,7 @@ class CsvTable:
   line_numbers: np.ndarray       # the file line of each row
   bad_rows: List[Tuple[int, str, str]]  # (line, raw line, error)
   _lines: List[bytes]
+  rules: input_check.CsvRules = input_check.CsvRules()
 
   def __len__(self) -> int:
     return len(self.line_numbers)
@@ -130,18 +133,42 @@ class CsvTable:
   def raw(self, line: int) -> str:
     return self._lines[line - 1].decode('utf-8')
 
+  def _column(self, name: str) -> Optional[pa.Array]:
+    """The column a name stands for: as the header names it, or by its
+    model name."""
+    if name in self.columns:
+      return self.columns[name]
+    names = input_check.feature_names(self.header)
+    return self.columns.get(self.header[names.index(name)]) if (
+        name in names) else None
+
   def values(self, name: str) -> List[str]:
-    return self.columns[name].to_pylist() if name in self.columns else (
-        [''] * len(self))
+    """A column's values as the file has them ('' in every row for a
+    column the file lacks)."""
+    column = self._column(name)
+    return column.to_pylist() if column is not None else [''] * len(self)
+
+  def input_values(self, name: str) -> Optional[pa.Array]:
+    """The values of the model input `name` as training read them: spaces
+    trimmed, a missing-value marker empty; None if the file lacks it."""
+    column = self._column(name)
+    if column is None:
+      return None
+    column = pc.utf8_trim_whitespace(column)
+    return pc.if_else(pc.is_in(column, value_set=pa.array(
+        self.rules.na_values, pa.string())), '', column)
 
 
 _LINE_BREAK = r'\r\n|\r|\n'
 
 
-def read_csv(data: bytes) -> CsvTable:
+def read_csv(data: bytes,
+             rules: input_check.CsvRules = input_check.CsvRules()
+             ) -> CsvTable:
   """Parses a CSV file with pyarrow's reader. Ragged rows are bad rows
-  with their line; blank lines are skipped; a quoted value may span lines.
-  A ValueError for a file that cannot be read as CSV at all."""
+  with their line; blank lines are skipped; a quoted value may span lines;
+  the delimiter is the rules' (or detected as for training). A ValueError
+  for a file that cannot be read as CSV at all."""
   try:
     data.decode('utf-8')
   except UnicodeDecodeError as e:
@@ -149,13 +176,16 @@ def read_csv(data: bytes) -> CsvTable:
   data = data.removeprefix(b'\xef\xbb\xbf')  # a BOM, as Excel writes
   # Lines end at \n, \r\n or a lone \r, as for pyarrow's reader.
   lines = data.splitlines()
+  delimiter = input_check.delimiter_of(
+      lines[0].decode('utf-8') if lines else '', rules.delimiter)
   try:
-    header = next(csv.reader([lines[0].decode('utf-8')]), []) if lines else []
+    header = next(csv.reader([lines[0].decode('utf-8')],
+                             delimiter=delimiter), []) if lines else []
   except csv.Error as e:
     raise ValueError(f'malformed CSV header: {e}') from None
   blank = np.array([not line.strip() for line in lines] + [True])
   if not header or blank[1:].all():
-    return CsvTable(header, {}, np.zeros(0, np.int64), [], lines)
+    return CsvTable(header, {}, np.zeros(0, np.int64), [], lines, rules)
   invalid = {}  # record number (the header is 1) -> (text, error)
 
   def skip(row):
@@ -168,7 +198,8 @@ def read_csv(data: bytes) -> CsvTable:
         io.BytesIO(data),
         read_options=pa_csv.ReadOptions(use_threads=False),
         parse_options=pa_csv.ParseOptions(invalid_row_handler=skip,
-                                          newlines_in_values=True),
+                                          newlines_in_values=True,
+                                          delimiter=delimiter),
         convert_options=pa_csv.ConvertOptions(
             column_types={name: pa.string() for name in header},
             strings_can_be_null=False, quoted_strings_can_be_null=False))
@@ -214,7 +245,7 @@ def read_csv(data: bytes) -> CsvTable:
   return CsvTable(
       header, columns, first_lines[valid],
       sorted((int(first_lines[n]), text, error)
-             for n, (text, error) in invalid.items()), lines)
+             for n, (text, error) in invalid.items()), lines, rules)
 
 
 # Beyond these, a value would become inf (float32) or wrap around (int64).
@@ -270,9 +301,9 @@ def encode_examples(table: CsvTable, input_types: Dict[str, tf.dtypes.DType]
   columns = {}
   errors: Dict[int, str] = {}
   for name, dtype in input_types.items():
-    if name not in table.columns:
+    text = table.input_values(name)
+    if text is None:
       continue  # left out of every row (allowed by the caller)
-    text = table.columns[name]
     present = pc.not_equal(text, '').to_numpy(zero_copy_only=False)
     values = text.filter(pa.array(present))
     if dtype == tf.string:

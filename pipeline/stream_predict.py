@@ -55,6 +55,7 @@ from apache_beam.utils.timestamp import Duration, MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 import tensorflow as tf
 
+from pipeline import input_check
 from pipeline import prediction
 from pipeline.config import StreamConfig
 
@@ -82,6 +83,8 @@ class StreamOptions:
   # Predict files that lack some of the model's columns (imputed in every
   # row); without it, each row of such a file is a dead letter.
   allow_missing_columns: bool = False
+  # How CSV values are read: as for training (the run's data settings).
+  csv_rules: input_check.CsvRules = input_check.CsvRules()
 
 
 def _counter(name: str):
@@ -273,7 +276,7 @@ class WatchDirectory(beam.DoFn):
     with tf.io.gfile.GFile(path, 'rb') as f:
       data = f.read()
     try:
-      table = prediction.read_csv(data)
+      table = prediction.read_csv(data, self._options.csv_rules)
     except ValueError as e:  # the whole file is one dead letter
       table, failure = None, str(e)
     records, dead = [], []

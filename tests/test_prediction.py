@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import prediction
+from pipeline import input_check, prediction
 
 TYPES = {'miles': tf.float32, 'seconds': tf.int64, 'company': tf.string,
          'absent': tf.int64}
@@ -40,12 +40,12 @@ def test_bad_values_name_their_column_and_keep_the_other_rows():
   assert errors == {
       1: "column 'miles': could not convert string to float: 'far'",
       2: "column 'seconds': '2.5' is not an integer",
-      3: "column 'miles': 'inf' is not a finite number",
-      4: "column 'seconds': 'nan' is not a finite number",
       6: "column 'miles': '1e300' is out of the float32 range",
       7: "column 'seconds': '1e19' is out of the int64 range"}
+  # `inf` and `nan` are missing-value markers, as in training.
   assert [_features(e) for e in examples] == [
-      {'miles': [1.0], 'seconds': [2]}, {'miles': [5.0], 'seconds': [6]}]
+      {'miles': [1.0], 'seconds': [2]}, {'seconds': [3]}, {'miles': [4.0]},
+      {'miles': [5.0], 'seconds': [6]}]
 
 
 def test_rows_keep_their_lines_and_ragged_rows_are_reported():
@@ -94,3 +94,29 @@ def test_files_that_are_not_csv_text():
   empty = prediction.read_csv(b'a,b\n\n')
   assert len(empty) == 0 and empty.bad_rows == []
   assert np.array_equal(prediction.read_csv(b'').line_numbers, [])
+
+
+def test_values_are_read_by_the_training_rules():
+  """Header names as the model names them, missing-value markers, spaces
+  and another delimiter, as the training input was read."""
+  table = prediction.read_csv('Trip Miles;Compañía;seconds\n'
+                              ' 2.5 ;NA;60\nN/A; Flash Cab ;?\n'.encode())
+  examples, errors = prediction.encode_examples(
+      table, {'Trip_Miles': tf.float32, 'Compania': tf.string,
+              'seconds': tf.int64})
+  assert errors == {}
+  assert [_features(e) for e in examples] == [
+      {'Trip_Miles': [2.5], 'seconds': [60]}, {'Compania': [b'Flash Cab']}]
+  assert table.values('Trip Miles') == table.values('Trip_Miles') == [
+      ' 2.5 ', 'N/A']  # passthrough columns as the file has them
+  assert prediction.missing_columns(
+      table.header, {'Trip_Miles': tf.float32, 'fare': tf.float32}) == [
+          'fare']
+
+
+def test_configured_markers_and_delimiter():
+  rules = input_check.CsvRules(delimiter='|', na_values=('missing',))
+  table = prediction.read_csv(b'a|b\nmissing|NA\n', rules)
+  examples, _ = prediction.encode_examples(
+      table, {'a': tf.string, 'b': tf.string})
+  assert [_features(e) for e in examples] == [{'b': [b'NA']}]
