@@ -56,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from components import features
 from pipeline.config import (DEFAULT_NA_VALUES, FILE_PATTERN_CHARS,
                              PipelineConfig)
 
@@ -304,6 +305,14 @@ def _resolved_settings(config: PipelineConfig, path: Path,
     resolved[setting] = [name for _, name in columns]
   if label in resolved['exclude_features']:
     raise InputError(f'the label {config.data.label!r} is also excluded')
+  # The transformed features sit beside the label in one mapping (see
+  # components/preprocessing.py): the label may not take one of their names.
+  internal = {features.CATEGORIES} | {features.transformed_name(n)
+                                      for n in names}
+  if label in internal:
+    raise InputError(
+        f'{path}: the label column {config.data.label!r} is named as a '
+        f'transformed feature ({label}); rename the column in the file')
   if not [n for n in names
           if n != label and n not in resolved['exclude_features']]:
     raise InputError(f'{path}: no feature columns: the data has only the '

@@ -112,6 +112,18 @@ def test_duplicate_header_names_are_refused(tmp_path):
     input_check.check_input(_config(tmp_path, data))
 
 
+@pytest.mark.parametrize('header, label', [
+    (['miles', 'city', 'categorical_ids'], 'categorical_ids'),
+    (['miles', 'miles_xf'], 'miles_xf'),
+    (['Miles', 'Miles xf'], 'Miles xf')])
+def test_a_label_named_as_a_transformed_feature_is_refused(
+    tmp_path, header, label):
+  data = write_csv(tmp_path / 'd.csv', header, [['1', 'a', '2'][:len(header)]])
+  with pytest.raises(input_check.InputError,
+                     match='named as a transformed feature'):
+    input_check.check_input(_config(tmp_path, data, label=label))
+
+
 # File names and paths.
 
 def test_a_file_name_with_pattern_characters_is_read_literally(tmp_path):
