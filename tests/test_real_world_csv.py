@@ -300,19 +300,25 @@ def _tables(draw):
   return header, rows, delimiter
 
 
+def _write_table(work: Path, table):
+  """(header, rows, the CSV file written with the table's delimiter)."""
+  header, rows, delimiter = table
+  text = io.StringIO()
+  csv.writer(text, delimiter=delimiter, lineterminator='\n').writerows(
+      [header] + rows)
+  path = work / 'data.csv'
+  path.write_text(text.getvalue(), encoding='utf-8')
+  return header, rows, path
+
+
 @given(_tables())
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow,
                                  HealthCheck.function_scoped_fixture])
 def test_the_gate_refuses_or_examplegen_reads_exactly_the_rows(
     tmp_path_factory, table):
-  header, rows, delimiter = table
   work = tmp_path_factory.mktemp('gen')
-  text = io.StringIO()
-  csv.writer(text, delimiter=delimiter, lineterminator='\n').writerows(
-      [header] + rows)
-  path = work / 'data.csv'
-  path.write_text(text.getvalue(), encoding='utf-8')
+  header, rows, path = _write_table(work, table)
   config = _config(work, path, label='label')
   try:
     report, names, read = _gate(config)
@@ -392,13 +398,8 @@ def _trainable_tables(draw):
 def test_a_run_refuses_or_trains_on_exactly_the_named_rows_and_columns(
     tmp_path_factory, table):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  header, rows, delimiter = table
   work = tmp_path_factory.mktemp('run')
-  text = io.StringIO()
-  csv.writer(text, delimiter=delimiter, lineterminator='\n').writerows(
-      [header] + rows)
-  path = work / 'data.csv'
-  path.write_text(text.getvalue(), encoding='utf-8')
+  header, rows, path = _write_table(work, table)
   output = work / 'out'
   result = run_cli(['run', '--data', str(path), '--label', 'y value',
                     '--output', str(output)])
