@@ -101,8 +101,16 @@ class Block(NamedTuple):
   name: str
   spec: Any  # its tf.io feature spec
   # Vocabulary ids: one column per vocabulary entry, counting the row's ids
-  # (one per string or categorical column). None: a number, one column.
+  # (one per string or categorical column). None: numbers, one column per
+  # value (a row of z-scores, one per numeric column, or a scalar).
   buckets: Optional[int]
+
+  @property
+  def width(self) -> int:
+    """The number of X's columns this input makes."""
+    if self.buckets is not None:
+      return self.buckets
+    return int(np.prod(self.spec.shape, dtype=np.int64))
 
 
 def design_blocks(tft_output: tft.TFTransformOutput, label: str
@@ -125,7 +133,8 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
   suits any label scale: grams, dollars or millions.
   """
   inputs, columns = {}, []
-  for name, spec, buckets in design_blocks(tft_output, label):
+  for block in design_blocks(tft_output, label):
+    name, spec, buckets = block
     inputs[name] = keras.Input(shape=tuple(spec.shape), name=name,
                                dtype=spec.dtype)
     if buckets is not None:  # ids in the shared vocabulary, one a column
@@ -137,7 +146,7 @@ def build_model(tft_output: tft.TFTransformOutput, label: str,
       one_hot = tf.one_hot(inputs[name], buckets)
       columns.append(tf.reduce_sum(one_hot, axis=1) if spec.shape else one_hot)
     else:
-      columns.append(keras.layers.Reshape((1,))(inputs[name]))
+      columns.append(keras.layers.Reshape((block.width,))(inputs[name]))
   x = keras.layers.Concatenate()(columns) if len(columns) > 1 else columns[0]
   linear = keras.layers.Dense(1, name='linear')(x)
   prediction = keras.layers.Rescaling(scale=label_std, offset=label_mean,
@@ -163,32 +172,36 @@ def _gram_fn(blocks: List[Block]):
   row's ids; CᵀC counts the pairs of ids in each row. An id out of its
   vocabulary's range counts nowhere, as in the model's one-hot encoding.
   """
-  numbers = [b.name for b in blocks if b.buckets is None]
+  number_blocks = [b for b in blocks if b.buckets is None]
+  starts = np.cumsum([0] + [b.width for b in number_blocks])
+  numbers = int(starts[-1])  # D's columns of numbers
+  start_of = {b.name: int(start) for b, start in zip(number_blocks, starts)}
   id_blocks, width, order = [], 0, []
   for block in blocks:
     if block.buckets is None:
-      order.append(numbers.index(block.name))
+      start = start_of[block.name]
     else:
       id_blocks.append((block.name, block.buckets, width))
-      start = len(numbers) + 2 + width
-      order.extend(range(start, start + block.buckets))
+      start = numbers + 2 + width
       width += block.buckets
-  order.append(len(numbers))  # the intercept
+    order.extend(range(start, start + block.width))
+  order.append(numbers)  # the intercept
   nowhere = width  # one more column, dropped
 
   @tf.function(reduce_retracing=True, autograph=False)
   def gram(batch, labels):
     labels = tf.cast(labels, tf.float64)
-    dense = tf.stack([tf.cast(tf.reshape(batch[name], [-1]), tf.float64)
-                      for name in numbers] +
-                     [tf.ones_like(labels), labels], axis=1)
+    rows = tf.shape(labels)[0]
+    dense = tf.concat(
+        [tf.cast(tf.reshape(batch[b.name], [rows, b.width]), tf.float64)
+         for b in number_blocks] +
+        [tf.ones_like(labels)[:, None], labels[:, None]], axis=1)
     dense_gram = tf.matmul(dense, dense, transpose_a=True)
     if not id_blocks:
       # No counts (all-numeric data): empty blocks, but shaped to fit next
       # to DᵀD when fit_least_squares assembles the one matrix.
-      return (dense_gram, tf.zeros([0, len(numbers) + 2], tf.float64),
+      return (dense_gram, tf.zeros([0, numbers + 2], tf.float64),
               tf.zeros([0, 0], tf.float64))
-    rows = tf.shape(labels)[0]
     ids = tf.concat([
         tf.where((raw >= 0) & (raw < buckets), raw + offset, nowhere)
         for name, buckets, offset in id_blocks

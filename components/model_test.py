@@ -271,17 +271,19 @@ def test_least_squares_is_the_ridge_solution(tmp_path):
 
 def test_the_sums_of_products_are_those_of_the_design_matrix():
   """X's sums of products, without X: with two id blocks, ids of several
-  columns in a row, repeated ids, and ids out of range (counted nowhere)."""
+  columns in a row, repeated ids, ids out of range (counted nowhere), and
+  numbers as a scalar and as a row of several (as preprocessing's
+  z-scores)."""
   blocks = [model.Block('a_ids', tf.io.FixedLenFeature([2], tf.int64), 3),
             model.Block('b', tf.io.FixedLenFeature([], tf.float32), None),
             model.Block('c_ids', tf.io.FixedLenFeature([], tf.int64), 2),
-            model.Block('d', tf.io.FixedLenFeature([], tf.float32), None)]
+            model.Block('d', tf.io.FixedLenFeature([2], tf.float32), None)]
   rng = np.random.default_rng(3)
   rows = 50
   batch = {'a_ids': rng.integers(-1, 4, (rows, 2)),
            'b': rng.normal(size=rows).astype(np.float32),
            'c_ids': rng.integers(0, 3, rows),
-           'd': rng.normal(size=rows).astype(np.float32)}
+           'd': rng.normal(size=(rows, 2)).astype(np.float32)}
   labels = rng.normal(size=rows).astype(np.float32)
 
   def counts(ids, buckets):
@@ -289,15 +291,15 @@ def test_the_sums_of_products_are_those_of_the_design_matrix():
                                  minlength=buckets) for row in ids])
 
   x = np.hstack([counts(batch['a_ids'], 3), batch['b'][:, None],
-                 counts(batch['c_ids'][:, None], 2), batch['d'][:, None],
+                 counts(batch['c_ids'][:, None], 2), batch['d'],
                  np.ones((rows, 1))]).astype(np.float64)
   y = labels.astype(np.float64)
   gram, order = model._gram_fn(blocks)  # pylint: disable=protected-access
   dense_gram, counts_dense, counts_gram = (
       t.numpy() for t in gram(
           {k: tf.constant(v) for k, v in batch.items()}, tf.constant(labels)))
-  # [numbers b, d, intercept, label] and [counts a0-a2, c0-c1]
-  dense = np.stack([x[:, 3], x[:, 6], x[:, 7], y], axis=1)
+  # [numbers b, d0, d1, intercept, label] and [counts a0-a2, c0-c1]
+  dense = np.stack([x[:, 3], x[:, 6], x[:, 7], x[:, 8], y], axis=1)
   count_columns = x[:, [0, 1, 2, 4, 5]]
   np.testing.assert_allclose(dense_gram, dense.T @ dense)
   np.testing.assert_allclose(counts_dense, count_columns.T @ dense)

@@ -2,14 +2,17 @@
 
 The feature set is whatever the data has (minus the label and the excluded
 columns), so the same code serves any CSV: numeric columns are z-scored
-(clipped to +-5), with missing values imputed by the mean, all by one
-per-column mean-and-variance analyzer over the columns stacked side by side
-(an analyzer per column costs Transform about a second per column); string
-columns, and numeric columns configured as categorical, share one vocabulary
-of `column=value` tokens with OOV buckets, and become one row of vocabulary
-ids (`categorical_ids`, one id per column). One vocabulary rather than one
-per column: each tf.Transform vocabulary is its own Beam sub-pipeline, a
-second or more of fixed cost. A missing value is '', which tf.Transform
+(clipped to +-5), with missing values imputed by the mean, and become one
+row of z-scores (`numeric_xf`, one per column); string columns, and numeric
+columns configured as categorical, share one vocabulary of `column=value`
+tokens with OOV buckets, and become one row of vocabulary ids
+(`categorical_ids`, one id per column). Both rows are in model_input_names
+order. One output and one analysis for all the numeric columns rather than
+one per column: a z-score analyzer per column costs Transform about a
+second per column, and the Trainer's tf.Transform layer walks the graph once
+per output (0.14 s per output at 300 columns). One vocabulary rather than
+one per column: each tf.Transform vocabulary is its own Beam sub-pipeline,
+a second or more of fixed cost. A missing value is '', which tf.Transform
 keeps out of vocabularies, so it lands in an OOV bucket like an unseen
 value. The label passes through as float32, NaN where it is missing or not
 finite, for the Trainer to drop.
@@ -28,6 +31,10 @@ from components import features
 # exported layer loads faster wherever the model is loaded (the Evaluator,
 # serving). The transformed values are the same.
 FORCE_TF_COMPAT_V1 = True
+
+# The transformed feature holding each row's z-scores, one per numeric
+# column (model_input_names order).
+NUMBERS = features.transformed_name('numeric')
 
 
 def _dense(tensor, dtype, missing):
@@ -84,16 +91,15 @@ def preprocessing_fn(inputs: Mapping[str, Any],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
   """tf.Transform entry point (Transform component's `preprocessing_fn`)."""
   categorical = set(custom_config[features.CATEGORICAL])
-  outputs, tokens, numbers = {}, [], {}
+  outputs, tokens, numbers = {}, [], []
   for name in features.model_input_names(inputs, custom_config):
     tensor = inputs[name]
     if tensor.dtype == tf.string or name in categorical:
       tokens.append(_token(name, _dense(tensor, tf.string, '')))
     else:
-      numbers[features.transformed_name(name)] = _numeric(tensor)
+      numbers.append(_numeric(tensor))
   if numbers:
-    z_scores = _z_scores_imputed(tf.stack(list(numbers.values()), axis=1))
-    outputs.update(zip(numbers, tf.unstack(z_scores, len(numbers), axis=1)))
+    outputs[NUMBERS] = _z_scores_imputed(tf.stack(numbers, axis=1))
   if tokens:
     tokens = tf.stack(tokens, axis=1)
     outputs[features.CATEGORIES] = tft.compute_and_apply_vocabulary(

@@ -13,7 +13,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 
 from components import features
 from components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
-from components.preprocessing import Z_SCORE_LIMIT
+from components.preprocessing import NUMBERS, Z_SCORE_LIMIT
 
 CUSTOM_CONFIG = features.make_custom_config(
     label='fare', exclude_features=['trip_id'],
@@ -65,23 +65,24 @@ def test_preprocessing_fn(tmp_path):
   transformed, (unseen_out, far_out), output = _analyze_and_transform(
       tmp_path, ROWS, [unseen, far])
 
-  # Excluded columns are not features; numbers are one value per row, and
-  # the string and categorical columns one vocabulary id each.
-  assert set(transformed[0]) == {'miles_xf', 'seconds_xf',
-                                  features.CATEGORIES, 'fare'}
+  # Excluded columns are not features; the numeric columns are one row of
+  # z-scores, and the string and categorical columns one row of vocabulary
+  # ids, each in model_input_names order (miles, seconds; hour, payment).
+  assert set(transformed[0]) == {NUMBERS, features.CATEGORIES, 'fare'}
+  assert output.transformed_feature_spec()[NUMBERS].shape == [2]
 
   # Numbers: z-scores over the present values; missing and non-finite values
   # get 0, the z-score of the mean (miles: mean of 1 and 3 = 2, std 1).
-  miles = np.array([row['miles_xf'] for row in transformed])
+  miles = np.array([row[NUMBERS][0] for row in transformed])
   assert np.isfinite(miles).all()
   assert miles.mean() == pytest.approx(0.0, abs=1e-6)
   assert miles[2] == pytest.approx(0.0, abs=1e-6)  # imputed to the mean
   assert miles[3] == pytest.approx(0.0, abs=1e-6)  # NaN imputed too
   assert miles[1] == pytest.approx(1.0) and miles[0] == pytest.approx(-1.0)
-  seconds = np.array([row['seconds_xf'] for row in transformed])
+  seconds = np.array([row[NUMBERS][1] for row in transformed])
   assert seconds[2] == pytest.approx(0.0, abs=1e-6)  # mean of 100, 300, 200
   # An extreme value is clipped: 1,000 miles is 998 standard deviations out.
-  assert far_out['miles_xf'] == pytest.approx(Z_SCORE_LIMIT)
+  assert far_out[NUMBERS][0] == pytest.approx(Z_SCORE_LIMIT)
 
   # Strings and categorical numbers: ids in one vocabulary of column=value
   # tokens, most frequent first; unseen values, and missing ones
@@ -135,15 +136,14 @@ def test_each_numeric_column_gets_the_statistics_of_its_own_values(tmp_path):
       features.make_custom_config(label='fare', exclude_features=[],
                                   categorical_features=[], oov_buckets=1))
 
-  assert set(transformed[0]) == {features.transformed_name(name)
-                                 for name in columns} | {'fare'}
-  for name, values in columns.items():
+  assert set(transformed[0]) == {NUMBERS, 'fare'}
+  for i, (name, values) in enumerate(sorted(columns.items())):
     present = values[~missing[name]].astype(np.float32).astype(np.float64)
     mean, std = present.mean(), present.std()  # population (ddof=0)
     expected = np.where(
         missing[name], 0.0,
         np.clip((values - mean) / (std or 1.0), -Z_SCORE_LIMIT,
                 Z_SCORE_LIMIT))
-    actual = [row[features.transformed_name(name)] for row in transformed]
+    actual = [row[NUMBERS][i] for row in transformed]
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4,
                                err_msg=name)
