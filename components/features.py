@@ -14,6 +14,9 @@ OOV_BUCKETS = 'oov_buckets'
 # The transformed feature holding each row's vocabulary ids, one per string
 # or categorical column (model_input_names order).
 CATEGORIES = 'categorical_ids'
+# The transformed feature holding each row's z-scores, one per numeric
+# column (model_input_names order).
+NUMBERS = 'numeric_xf'
 
 
 def make_custom_config(label: str, exclude_features: Iterable[str],

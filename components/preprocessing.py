@@ -32,9 +32,7 @@ from components import features
 # serving). The transformed values are the same.
 FORCE_TF_COMPAT_V1 = True
 
-# The transformed feature holding each row's z-scores, one per numeric
-# column (model_input_names order).
-NUMBERS = features.transformed_name('numeric')
+NUMBERS = features.NUMBERS
 
 
 def _dense(tensor, dtype, missing):

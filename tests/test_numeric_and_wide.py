@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import runner
-from pipeline.config import PipelineConfig
+from components import features
+from pipeline import input_check, runner
+from pipeline.config import DataConfig, PipelineConfig
 from pipeline.results import load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
 
@@ -103,3 +104,16 @@ def test_300_numeric_columns_train_export_and_serve(wide_run):
   # columns, each with its own z-score, predicts it nearly exactly (the
   # missing cells of training, imputed, cost a little).
   assert np.sqrt(np.mean((predictions - y) ** 2)) < 0.1 * np.std(y)
+
+
+def test_a_label_named_as_the_numeric_feature_is_refused(tmp_path):
+  """The numbers' transformed feature sits beside the label in Transform's
+  outputs: a label of that name would replace it."""
+  data = write_csv(tmp_path / 'd.csv', ['miles', features.NUMBERS],
+                   [['1', '2'], ['3', '4']])
+  config = PipelineConfig(output_dir=str(tmp_path / 'out'), data=DataConfig(
+      path=str(data), label=features.NUMBERS, exclude_features=[],
+      categorical_features=[], slice_features=[]))
+  with pytest.raises(input_check.InputError,
+                     match='named as a transformed feature'):
+    input_check.check_input(config)
