@@ -141,13 +141,15 @@ def main() -> None:
   parser.add_argument('--columns', type=int, default=300)
   parser.add_argument('--old-rev', default=OLD_REV)
   parser.add_argument('--old-rows', default=None,
-                      help='sizes to run the old code at (default: --rows)')
+                      help='sizes to run the old code at (default: --rows; '
+                      "'' for none)")
   parser.add_argument('--timeout', type=float, default=1800.0,
                       help='seconds after which a run is stopped')
   args = parser.parse_args()
   sizes = [int(n) for n in args.rows.split(',')]
-  old_sizes = set(int(n) for n in (args.old_rows or args.rows).split(',')
-                  if n)
+  # An empty --old-rows: the new code only.
+  old_sizes = {int(n) for n in (
+      args.rows if args.old_rows is None else args.old_rows).split(',') if n}
   results = {}
   with tempfile.TemporaryDirectory(prefix='wide-bench-') as tmp:
     tmp = Path(tmp)
