@@ -8,13 +8,15 @@ starts; nothing downstream guesses again:
   taken literally: `[`, `*` and `?` in it are characters, not patterns.
 - **Delimiter**: `data.delimiter`, or detected from the header line among
   `,` `;` tab and `|`.
-- **Header names** become valid model input names (`feature_names`): every
-  character but ASCII letters, digits and `_` becomes `_` (accents are
-  dropped first), leading and trailing `_` go, a leading digit gets `c_`,
-  an empty name is `column_<position>`, and a name taken by an earlier
-  column gets `_2`, `_3`... Two columns with the very same header name are
-  refused: settings could not tell them apart. Settings may name columns
-  either way (`Trip Miles` or `Trip_Miles`).
+- **Header names** become valid model input names (`feature_names`): a
+  name of ASCII letters, digits and `_` that starts with a letter is kept;
+  in others every other character becomes `_` (accents are dropped first),
+  leading and trailing `_` go, a leading digit gets `c_`, an empty name is
+  `column_<position>`; a name taken by an earlier column, regardless of
+  case (TensorFlow's signatures do not tell `A` from `a`), gets `_2`,
+  `_3`... Two columns with the very same header name are refused: settings
+  could not tell them apart. Settings may name columns either way (`Trip
+  Miles` or `Trip_Miles`; a header name first).
 - **Values**: surrounding spaces are trimmed, and a value in
   `data.na_values` (pandas' default markers, plus `inf`, `-`, `?`) is
   missing. A column is numeric when every present value is a number as
@@ -83,6 +85,8 @@ _CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz')
 # Part of the filtered copy's key: a change to these rules writes new copies.
 _RULES_VERSION = '2'
 _MAX_EXAMPLES = 5
+# A name kept as it is: a letter, then letters, digits and `_`.
+_VALID_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 # Values on which a column that is not all numbers is judged mostly text.
 _TYPE_SAMPLE = 1000
 
@@ -119,6 +123,9 @@ class InputReport:
   key: str = ''            # hash of the input and the rules (the copy's)
   # (file, line) of the dropped rows, for the copy.
   dropped_lines: frozenset = frozenset()
+  # Columns without a value (no feature: CsvExampleGen leaves them out).
+  empty_columns: List[str] = dataclasses.field(default_factory=list)
+  label_range: Tuple[float, float] = (0.0, 0.0)
 
 
 def feature_names(header: Sequence[str]) -> List[str]:
@@ -127,18 +134,22 @@ def feature_names(header: Sequence[str]) -> List[str]:
   names: List[str] = []
   taken = set()
   for position, title in enumerate(header, start=1):
-    ascii_title = unicodedata.normalize('NFKD', title).encode(
-        'ascii', 'ignore').decode()
-    name = re.sub(r'[^A-Za-z0-9_]+', '_', ascii_title).strip('_')
-    name = re.sub(r'__+', '_', name)
+    name = title
+    if not _VALID_NAME.fullmatch(title):
+      ascii_title = unicodedata.normalize('NFKD', title).encode(
+          'ascii', 'ignore').decode()
+      name = re.sub(r'[^A-Za-z0-9_]+', '_', ascii_title).strip('_')
+      name = re.sub(r'__+', '_', name)
     if not name:
       name = f'column_{position}'
     elif name[0].isdigit():
       name = f'c_{name}'
+    # Unique regardless of case: TensorFlow's signatures take `A` and `a`
+    # as one argument name.
     unique, suffix = name, 2
-    while unique in taken:
+    while unique.lower() in taken:
       unique, suffix = f'{name}_{suffix}', suffix + 1
-    taken.add(unique)
+    taken.add(unique.lower())
     names.append(unique)
   return names
 
@@ -171,6 +182,9 @@ def _open_bytes(path: Path, compression: Optional[str]) -> IO[bytes]:
 def _input_files(path: Path) -> List[Path]:
   if not path.exists():
     raise InputError(f'{path}: no such file or directory')
+  if not path.is_dir() and not path.is_file():
+    raise InputError(f'{path}: not a regular file (a pipe?): the data is '
+                     'read more than once; save it to a file first')
   if path.is_dir():
     files = sorted(p for p in path.iterdir() if p.is_file() and
                    p.name.lower().endswith(_CSV_SUFFIXES))
@@ -277,11 +291,13 @@ def _check_header(path: Path, header: Sequence[str]) -> None:
 def resolve_column(name: str, header: Sequence[str],
                    names: Sequence[str]) -> Optional[str]:
   """The model name of a column named as in the header or as the model
-  names it; None if neither."""
-  if name in names:
-    return name
-  if name in header:
-    return names[list(header).index(name)]
+  names it (the header first: `a_b` is the column headed `a_b`, even if
+  another's header `a b` became `a_b`); None if neither."""
+  for candidates in (header, names):
+    normalized = [unicodedata.normalize('NFC', c) for c in candidates]
+    wanted = unicodedata.normalize('NFC', name)
+    if wanted in normalized:
+      return names[normalized.index(wanted)]
   return None
 
 
@@ -350,6 +366,8 @@ _NOT_NUMERIC = 'not a number'
 _UNSEEN = object()
 _LABEL_CACHE = 100_000
 _FLOAT32_MAX = 3.4028234663852886e38
+# Beyond this, float32 does not hold every integer.
+_FLOAT32_EXACT = 2.0**24
 
 
 class _ColumnProfile:
@@ -360,6 +378,11 @@ class _ColumnProfile:
   def __init__(self, names: Sequence[str], na_values: frozenset):
     self._names = list(names)
     self._na = pa.array(sorted(na_values), pa.string())
+    # Markers that are finite numbers (e.g. -999): every value of a numeric
+    # column is then looked up, not only its NaNs and infinities.
+    self._number_markers = any(
+        NUMBER.fullmatch(m) and math.isfinite(float(m)) for m in na_values)
+    self.label_range: Dict[str, Tuple[float, float]] = {}
     self.markers = collections.Counter()
     self.trimmed = collections.Counter()
     self.present = collections.Counter()
@@ -399,11 +422,15 @@ class _ColumnProfile:
       numbers = None
     if numbers is not None:
       # All numbers (the common case, decided in one cast): the only
-      # markers among them are spellings of NaN and infinity.
-      odd = present.filter(pc.invert(pc.is_finite(numbers)))
-      markers = pc.sum(pc.is_in(odd, value_set=self._na)).as_py() or 0
+      # markers among them are spellings of NaN and infinity, unless a
+      # marker is a finite number.
+      marked = pc.is_in(present if self._number_markers else present.filter(
+          pc.invert(pc.is_finite(numbers))), value_set=self._na)
+      markers = pc.sum(marked).as_py() or 0
       self.markers[name] += markers
       self.present[name] += len(present) - markers
+      self._add_range(name, numbers if not self._number_markers else
+                      numbers.filter(pc.invert(marked)))
       return
     missing = pc.is_in(present, value_set=self._na)
     self.markers[name] += pc.sum(missing).as_py() or 0
@@ -411,6 +438,11 @@ class _ColumnProfile:
     self.present[name] += len(present)
     if name in self._text:
       return
+    try:
+      self._add_range(name, pc.cast(present, pa.float64()))
+      return  # numbers once the markers are out
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+      pass
     if name not in self.not_numbers and self._mostly_text(present):
       # Judged on the first values that do not all parse: a text column
       # is not searched for numbers again (most of this pass's time).
@@ -426,6 +458,19 @@ class _ColumnProfile:
         break
       if value not in examples:
         examples.append(value)
+
+  def _add_range(self, name: str, numbers: pa.Array) -> None:
+    """The smallest and largest finite value of a column, for the label's
+    checks."""
+    finite = numbers.filter(pc.is_finite(numbers))
+    if not len(finite):
+      return
+    low, high = pc.min_max(finite).values()
+    low, high = low.as_py(), high.as_py()
+    if name in self.label_range:
+      old_low, old_high = self.label_range[name]
+      low, high = min(low, old_low), max(high, old_high)
+    self.label_range[name] = (low, high)
 
   @staticmethod
   def _looks_numeric(values: pa.Array) -> pa.Array:
@@ -462,7 +507,7 @@ def check_input(config: PipelineConfig) -> InputReport:
   """
   data_path = Path(config.data.path)
   files = _input_files(data_path)
-  na_values = frozenset(config.data.na_values)
+  na_values = frozenset(config.data.na_values) | {''}
   digest = hashlib.sha256('\0'.join(
       [_RULES_VERSION, config.data.label, config.data.delimiter,
        *sorted(na_values)]).encode())
@@ -557,6 +602,18 @@ def check_input(config: PipelineConfig) -> InputReport:
   if len(dropped_lines) == rows:
     raise InputError(f'{data_path}: no row has a usable label '
                      f'{config.data.label!r}')
+  low, high = profile.label_range.get(label, (math.nan, math.nan))
+  if low == high and rows - len(dropped_lines) > 1:
+    raise InputError(f'{data_path}: label {config.data.label!r} is {low:g} '
+                     'in every row: there is nothing to learn')
+  empty = [name for name in names if not profile.present[name]]
+  for setting in ('slice_features', 'categorical_features'):
+    unusable = [name for name in resolved[setting] if name in empty]
+    if unusable:
+      raise InputError(
+          f'{data_path}: data.{setting} names columns without a single '
+          f'value (every row empty or a missing-value marker): '
+          f'{", ".join(unusable)}')
   renamed = {title: name for title, name in zip(header, names)
              if title != name}
   markers = {name: n for name, n in profile.markers.items() if n}
@@ -576,11 +633,11 @@ def check_input(config: PipelineConfig) -> InputReport:
     reasons.append(f'delimiter {delimiter!r}')
   if compression:
     reasons.append(f'{compression}-compressed')
-  if FILE_PATTERN_CHARS.search(str(data_path.resolve())):
+  if any(FILE_PATTERN_CHARS.search(str(p))
+         for p in (data_path.absolute(), data_path.resolve(), *files)):
     reasons.append('the path has file-pattern characters')
-  if data_path.is_dir() and any(
-      not f.name.lower().endswith('.csv') for f in files):
-    reasons.append('compressed files in the directory')
+  elif data_path.is_dir() and not all(f.name.endswith('.csv') for f in files):
+    reasons.append('file names that CsvExampleGen\'s *.csv would not match')
   key = digest.hexdigest()[:16]
   return InputReport(
       files=[str(f) for f in files], header=header, columns=names,
@@ -591,7 +648,9 @@ def check_input(config: PipelineConfig) -> InputReport:
       missing_markers=markers, trimmed=trimmed,
       text_columns=profile.text_columns(
           [label, *resolved['exclude_features']]),
-      copy_reasons=reasons, key=key, dropped_lines=frozenset(dropped_lines))
+      copy_reasons=reasons, key=key, dropped_lines=frozenset(dropped_lines),
+      empty_columns=[n for n in empty if n != label],
+      label_range=(low, high))
 
 
 def _copy_path(config: PipelineConfig, key: str) -> Path:
@@ -606,7 +665,7 @@ def prepare_input(config: PipelineConfig, report: InputReport) -> str:
   target = Path(report.path)
   if target.exists():  # same input as a previous run: keep the file (cache)
     return str(target)
-  na_values = frozenset(config.data.na_values)
+  na_values = frozenset(config.data.na_values) | {''}
   target.parent.mkdir(parents=True, exist_ok=True)
   partial = target.with_suffix('.csv.partial')
   with open(partial, 'w', newline='', encoding='utf-8') as out:
@@ -650,6 +709,14 @@ def input_notes(report: InputReport) -> List[str]:
   if report.missing_markers:
     lines.append('  missing-value markers (data.na_values) per column: '
                  + _counts(report.missing_markers))
+  if report.empty_columns:
+    lines.append('  columns without a single value, so not features: ' +
+                 ', '.join(report.empty_columns))
+  if max(map(abs, report.label_range)) > _FLOAT32_EXACT:  # (NaN: False)
+    lines.append(
+        f'  warning: labels up to {max(map(abs, report.label_range)):,.0f} '
+        'lose digits as float32 (tf.Example floats: 7 significant digits); '
+        'to keep them, scale the label in the file (e.g. thousands)')
   for name, column in report.text_columns.items():
     lines.append(
         f'  warning: {name} is read as text (a vocabulary), though most of '

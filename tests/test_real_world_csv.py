@@ -13,8 +13,10 @@ import csv
 import gzip
 import io
 import lzma
+import os
 import random
 import re
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -67,10 +69,12 @@ def test_feature_names_are_valid_unique_and_one_to_one(header):
   assert len(set(names)) == len(names)
   assert all(VALID_NAME.fullmatch(name) for name in names), names
   assert input_check.feature_names(header) == names  # deterministic
-  for title, name in zip(header, names):
-    if VALID_NAME.fullmatch(title) and header.count(title) == 1 and (
-        '__' not in title) and title not in names[:names.index(name)]:
+  for at, (title, name) in enumerate(zip(header, names)):
+    if VALID_NAME.fullmatch(title) and title.lower() not in [
+        n.lower() for n in names[:at]]:
       assert name == title  # valid names are kept
+  # Unique regardless of case, as TensorFlow's signature arguments are.
+  assert len({name.lower() for name in names}) == len(names)
 
 
 def test_a_header_with_spaces_punctuation_and_accents_maps_one_to_one(
@@ -83,7 +87,7 @@ def test_a_header_with_spaces_punctuation_and_accents_maps_one_to_one(
   report, names, rows = _gate(_config(tmp_path, data, label='Fare ($)'))
   assert names == report.columns == [
       'Fare', 'Trip_Miles', 'column_3', 'payment_type', 'Compania',
-      'trip_miles', 'c_1st_stop']
+      'trip_miles_2', 'c_1st_stop']  # unique regardless of case
   assert report.renamed == dict(zip(header, names))
   assert rows == [['5', '1.5', 'x', 'Cash', 'A', '2', 'y'],
                   ['7', '2.5', 'z', 'Card', 'B', '3', 'w']]
@@ -171,6 +175,105 @@ def test_a_directory_with_compressed_and_plain_files(tmp_path):
   assert report.rows == 2 and rows == [['1', '5'], ['2', '6']]
 
 
+def test_a_symlink_whose_own_name_has_pattern_characters(tmp_path):
+  target = write_csv(tmp_path / 'real.csv', ['x', 'fare'],
+                     [['1', '5'], ['2', '6']])
+  (tmp_path / 'sym[1]').mkdir()
+  link = tmp_path / 'sym[1]' / 'link[1].csv'
+  link.symlink_to(target)
+  write_csv(tmp_path / 'sym1' / 'link1.csv', ['x', 'fare'], [['9', '99']])
+  report, _, rows = _gate(_config(tmp_path, link))
+  assert '[' not in report.path and rows == [['1', '5'], ['2', '6']]
+
+
+def test_directory_files_that_a_csv_pattern_would_miss_or_confuse(tmp_path):
+  write_csv(tmp_path / 'in' / 'trips[1].csv', ['x', 'fare'],
+            [['1', '5'], ['2', '6']])
+  write_csv(tmp_path / 'in' / 'trips1.csv', ['x', 'fare'], [['3', '7']])
+  write_csv(tmp_path / 'in' / 'PART2.CSV', ['x', 'fare'], [['4', '8']])
+  report, _, rows = _gate(_config(tmp_path, tmp_path / 'in'))
+  assert report.copy_reasons and report.rows == 4
+  assert sorted(rows) == [['1', '5'], ['2', '6'], ['3', '7'], ['4', '8']]
+
+
+def test_a_setting_names_a_header_before_a_model_name(tmp_path):
+  """`a_b` is the column headed `a_b`, not the one whose header `a b`
+  became `a_b`."""
+  data = write_csv(tmp_path / 'd.csv', ['a b', 'a_b', 'y'],
+                   [['1', '2', '3'], ['4', '5', '6']])
+  config = _config(tmp_path, data, label='y', exclude_features=['a_b'])
+  report = input_check.check_input(config)
+  assert report.columns == ['a_b', 'a_b_2', 'y']
+  assert input_check.resolve_config(config, report).data.exclude_features == [
+      'a_b_2']
+
+
+def test_names_differing_only_in_case_get_distinct_names(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['A', 'a', 'Trip_Miles', 'trip_miles',
+                                        'y'], [['1', '2', '3', '4', '5']])
+  report = input_check.check_input(_config(tmp_path, data, label='y'))
+  assert report.columns == ['A', 'a_2', 'Trip_Miles', 'trip_miles_2', 'y']
+
+
+def test_numbers_as_missing_value_markers(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['x', 'fare'],
+                   [['1', '5'], ['-999', '6'], ['3', '-999'], ['4', '8']])
+  report, _, rows = _gate(_config(tmp_path, data,
+                                  na_values=['NA', '-999']))
+  assert rows == [['1', '5'], ['', '6'], ['4', '8']]
+  assert report.missing_markers == {'x': 1, 'fare': 1}
+
+
+def test_the_empty_value_is_missing_whatever_the_markers(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['x', 'fare'],
+                   [['1', '5'], ['', ''], ['3', '7']])
+  report = input_check.check_input(_config(tmp_path, data, na_values=['NA']))
+  assert report.dropped_rows == 1
+
+
+def test_a_constant_label_is_refused(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['x', 'fare'],
+                   [['1', '5'], ['2', '5.0'], ['3', 'NA']])
+  with pytest.raises(input_check.InputError, match='5 in every row'):
+    input_check.check_input(_config(tmp_path, data))
+
+
+def test_an_empty_column_to_slice_by_is_refused_and_others_noted(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['x', 'region', 'note', 'fare'],
+                   [['1', 'NA', '', '5'], ['2', '', '-', '6']])
+  with pytest.raises(input_check.InputError, match='without a single value'):
+    input_check.check_input(_config(tmp_path, data,
+                                    slice_features=['region']))
+  report = input_check.check_input(_config(tmp_path, data))
+  assert report.empty_columns == ['region', 'note']
+  assert 'not features: region, note' in '\n'.join(
+      input_check.input_notes(report))
+
+
+def test_labels_that_float32_cannot_hold_exactly_are_noted(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['x', 'fare'],
+                   [['1', '1000000050'], ['2', '1000000100']])
+  notes = '\n'.join(input_check.input_notes(
+      input_check.check_input(_config(tmp_path, data))))
+  assert 'lose digits as float32' in notes
+
+
+def test_a_pipe_is_refused_with_what_to_do(tmp_path):
+  fifo = tmp_path / 'data.csv'
+  os.mkfifo(fifo)
+  with pytest.raises(input_check.InputError, match='not a regular file'):
+    input_check.check_input(_config(tmp_path, fifo))
+
+
+def test_a_label_named_in_another_unicode_normal_form(tmp_path):
+  decomposed = unicodedata.normalize('NFD', 'Compañía')
+  data = write_csv(tmp_path / 'd.csv', ['x', decomposed],
+                   [['1', '5'], ['2', '6']])
+  report = input_check.check_input(_config(
+      tmp_path, data, label=unicodedata.normalize('NFC', 'Compañía')))
+  assert report.columns == ['x', 'Compania']
+
+
 # Delimiters.
 
 @pytest.mark.parametrize('delimiter', [';', '\t', '|'])
@@ -220,7 +323,7 @@ def test_markers_are_configurable(tmp_path):
 
 
 def test_a_mostly_numeric_column_read_as_text_is_reported(tmp_path):
-  rows = [[str(i), '5'] for i in range(100)]
+  rows = [[str(i), str(i % 7)] for i in range(100)]
   rows[3][0], rows[9][0], rows[12][0] = '1,380', '2,100', 'unknown'
   data = write_csv(tmp_path / 'd.csv', ['seconds', 'fare'], rows)
   report = input_check.check_input(_config(tmp_path, data))
