@@ -104,7 +104,8 @@ def input_files(pattern: str, input_format: str = 'csv') -> List[str]:
           f'no {input_format.upper()} files ({names}) in the directory '
           f'{pattern}: give the files, or a glob such as '
           f'{os.path.join(pattern, "*")}')
-  elif glob.has_magic(pattern):
+  elif glob.has_magic(pattern) and not os.path.lexists(pattern):
+    # (A file whose name has [, * or ? is that file, as in training.)
     paths = sorted(glob.glob(pattern))
     if not paths:
       raise error(f'no input files match {pattern}')
@@ -158,7 +159,8 @@ def _csv_header(path: str, delimiter: str = '') -> Optional[List[str]]:
 def check_columns(paths: Sequence[str],
                   input_types: Dict[str, tf.dtypes.DType],
                   allow_missing: bool,
-                  delimiter: str = '') -> Dict[str, List[str]]:
+                  delimiter: str = '',
+                  named: Sequence[str] = ()) -> Dict[str, List[str]]:
   """The CSV files that lack columns the model reads, before the job.
 
   Returns:
@@ -168,10 +170,18 @@ def check_columns(paths: Sequence[str],
   Raises:
     prediction.MissingColumnsError: some files lack columns and
       `allow_missing` is false; the message names them and the fix.
+    prediction.PredictionInputError: a file lacks a column in `named`
+      (the id and passthrough columns).
   """
   missing = {}
   for path in paths:
     header = _csv_header(path, delimiter)
+    unknown = [name for name in named if header and input_check.resolve_column(
+        name, header, input_check.feature_names(header)) is None]
+    if unknown:
+      raise prediction.PredictionInputError(
+          f'{path} has no column {", ".join(map(repr, unknown))} (named by '
+          f'--id-column or --passthrough); its columns: {", ".join(header)}')
     if header:
       columns = prediction.missing_columns(header, input_types)
       if columns:
@@ -342,8 +352,10 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
   else:
     parse = ParseCsvFile(input_types, options.id_column, options.passthrough,
                          options.allow_missing_columns, options.csv_rules)
+  # Listed files are read by name: matched again, `w[1].csv` would be read
+  # as a pattern (and find `w1.csv`).
   matched = (root | 'Files' >> beam.Create(list(files))
-             | 'Match' >> fileio.MatchAll()) if files is not None else (
+             ) if files is not None else (
                  root | 'Match' >> fileio.MatchFiles(options.input_pattern))
   parsed = (
       matched
@@ -405,7 +417,8 @@ def run(options: BatchPredictOptions, beam_args: List[str],
   files = input_files(options.input_pattern, options.input_format)
   imputed = {} if options.input_format == 'tfrecord' else check_columns(
       files, input_types, options.allow_missing_columns,
-      options.csv_rules.delimiter)
+      options.csv_rules.delimiter,
+      [c for c in [options.id_column, *options.passthrough] if c])
   root = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
   build(root, options, input_types, files)
   result = root.run()

@@ -84,8 +84,15 @@ def load_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
   from the configuration recorded in its output directory, if there is one.
   """
   if not args.config and getattr(args, 'reads_run', False):
-    args.config = config_lib.run_config_file(
-        getattr(args, 'output', None) or config_lib.PipelineConfig.output_dir)
+    runs = [getattr(args, 'output', None) or
+            config_lib.PipelineConfig.output_dir]
+    model = getattr(args, 'model', None)
+    if model and not getattr(args, 'output', None):
+      # The run that pushed the model (<output>/serving/<name>[/<version>])
+      # says how its CSV input was read.
+      runs[:0] = [str(p) for p in Path(model).resolve().parents[1:3]]
+    args.config = next(filter(None, map(config_lib.run_config_file, runs)),
+                       None)
   base = None
   data = getattr(args, 'data', None)
   if data and not args.config:

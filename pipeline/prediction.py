@@ -133,10 +133,12 @@ class CsvTable:
   def raw(self, line: int) -> str:
     return self._lines[line - 1].decode('utf-8')
 
-  def _column(self, name: str) -> Optional[pa.Array]:
-    """The column a name stands for: as the header names it, or by its
-    model name."""
-    if name in self.columns:
+  def _column(self, name: str, header_first: bool) -> Optional[pa.Array]:
+    """The column a name stands for: by its header name, or by the model
+    name training gave its header (`input_check.feature_names`). A model
+    input is looked up by model name only: `a_b` may be another column's
+    header name."""
+    if header_first and name in self.columns:
       return self.columns[name]
     names = input_check.feature_names(self.header)
     return self.columns.get(self.header[names.index(name)]) if (
@@ -144,14 +146,15 @@ class CsvTable:
 
   def values(self, name: str) -> List[str]:
     """A column's values as the file has them ('' in every row for a
-    column the file lacks)."""
-    column = self._column(name)
+    column the file lacks); `name` as a setting names it (the header
+    first)."""
+    column = self._column(name, header_first=True)
     return column.to_pylist() if column is not None else [''] * len(self)
 
   def input_values(self, name: str) -> Optional[pa.Array]:
     """The values of the model input `name` as training read them: spaces
     trimmed, a missing-value marker empty; None if the file lacks it."""
-    column = self._column(name)
+    column = self._column(name, header_first=False)
     if column is None:
       return None
     column = pc.utf8_trim_whitespace(column)

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from pipeline import batch_predict
 from pipeline import prediction
+from pipeline.config import BUNDLED_TAXI_CSV
 from tests.conftest import read_csv, run_cli, write_csv
 from tests.serving_support import serving_copy
 
@@ -277,3 +278,28 @@ def test_predict_keeps_tensorflow_start_up_noise_off_the_console(
     assert missing.returncode == 2
     lines = missing.stderr.splitlines()
     assert lines[-1] == error and (verbose or len(lines) == 1)
+
+
+def test_a_file_named_with_pattern_characters_is_read_by_name(
+    taxi_run, tmp_path):
+  """`w[1].csv` is that file, not a pattern that finds `w1.csv`."""
+  _, output = taxi_run
+  header, rows = read_csv(BUNDLED_TAXI_CSV)
+  named = write_csv(tmp_path / 'w[1].csv', header, rows[:30])
+  write_csv(tmp_path / 'w1.csv', header, rows[:5])
+  result = run_cli(['predict', '--set', f'output_dir={output}', '--input',
+                    str(named), '--output', str(tmp_path / 'p')])
+  assert result.exit_code == 0, result.stderr
+  assert 'predicted: 30' in result.stdout
+
+
+def test_unknown_id_or_passthrough_columns_are_refused(taxi_run, tmp_path):
+  _, output = taxi_run
+  header, rows = read_csv(BUNDLED_TAXI_CSV)
+  data = write_csv(tmp_path / 'in.csv', header, rows[:5])
+  for flag in ('--id-column', '--passthrough'):
+    result = run_cli(['predict', '--set', f'output_dir={output}', '--input',
+                      str(data), '--output', str(tmp_path / 'p'), flag,
+                      'nope'])
+    assert result.exit_code == 2, result
+    assert "has no column 'nope'" in result.stderr

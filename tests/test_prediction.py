@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import input_check, prediction
+from pipeline.config import DataConfig, PipelineConfig, save_run_config
 
 TYPES = {'miles': tf.float32, 'seconds': tf.int64, 'company': tf.string,
          'absent': tf.int64}
@@ -120,3 +121,28 @@ def test_configured_markers_and_delimiter():
   examples, _ = prediction.encode_examples(
       table, {'a': tf.string, 'b': tf.string})
   assert [_features(e) for e in examples] == [{'b': [b'NA']}]
+
+
+def test_a_model_input_is_found_by_its_model_name_only():
+  """Training named the `a b` column `a_b` and the `a_b` column `a_b_2`:
+  the model's `a_b` input takes the `a b` column, though another column's
+  header is `a_b`."""
+  table = prediction.read_csv(b'a b,a_b\n1,2\n')
+  examples, _ = prediction.encode_examples(
+      table, {'a_b': tf.int64, 'a_b_2': tf.int64})
+  assert [_features(e) for e in examples] == [{'a_b': [1], 'a_b_2': [2]}]
+  assert table.values('a_b') == ['2']  # a setting: the header first
+
+
+def test_predict_with_a_model_reads_csv_by_its_runs_rules(tmp_path):
+  """`--model DIR` alone: the CSV rules (here a marker) come from the run
+  that pushed the model, not from ./output."""
+  from pipeline import cli  # pylint: disable=import-outside-toplevel
+  output = tmp_path / 'run'
+  config = PipelineConfig(output_dir=str(output), data=DataConfig(
+      na_values=['unknown']))
+  save_run_config(config)
+  model = output / 'serving' / config.model_name / '7'
+  args = cli.build_parser().parse_args(
+      ['predict', '--model', str(model), '--input', 'x.csv', '--output', 'p'])
+  assert cli.load_config(args).data.na_values == ['unknown']
