@@ -256,16 +256,28 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
   return [transform, trainer, model_resolver, evaluator, pusher]
 
 
-def create_pipeline(config: PipelineConfig,
-                    target: str = 'local') -> Pipeline:
-  """The pipeline of `config`, placed on this machine or on Kubeflow."""
+def create_pipeline(config: PipelineConfig, target: str = 'local',
+                    input_digest: str = '') -> Pipeline:
+  """The pipeline of `config`, placed on this machine or on Kubeflow.
+
+  Args:
+    config: the configuration, its columns named as the model names them.
+    target: 'local' or 'kubeflow' (where it reads, writes and runs).
+    input_digest: a digest of the input's content (the data gate's), in
+      CsvExampleGen's cache key: TFX fingerprints input files by size and
+      modification time in seconds, which an edit can leave as they were.
+
+  Returns:
+    The TFX pipeline.
+  """
   where = placement(config, target)
   input_base, pattern = csv_input(where.data_path)
   # The digest of its executor's code (and of the columns files' format),
-  # in the only free-form property.
+  # and of the input, in the only free-form property.
   example_gen_code = example_gen_pb2.CustomConfig()
   example_gen_code.custom_config.Pack(wrappers_pb2.StringValue(
-      value=_code_digest(csv_example_gen.__name__, examples_io.__name__)))
+      value=_code_digest(csv_example_gen.__name__, examples_io.__name__) +
+      (f' input {input_digest}' if input_digest else '')))
   example_gen = csv_example_gen.CsvExampleGen(
       input_base=input_base,
       custom_config=example_gen_code,

@@ -181,7 +181,8 @@ def _run(config: PipelineConfig, report: input_check.InputReport,
 
   profile = config.beam_profile(report.rows)
   tfx_pipeline = create_pipeline(dataclasses.replace(
-      config, beam=dataclasses.replace(config.beam, profile=profile)))
+      config, beam=dataclasses.replace(config.beam, profile=profile)),
+                                 input_digest=report.key)
   with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
     try:
       _dag_runner(config.orchestrator).run(tfx_pipeline)

@@ -529,3 +529,35 @@ def test_a_run_refuses_or_trains_on_exactly_the_named_rows_and_columns(
     model = tf.saved_model.load(str(model_dirs[0]))
     inputs = model.signatures['serving_raw'].structured_input_signature[1]
     assert sorted(inputs) == sorted(names[:-1])
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_not_served_from_cache(
+    taxi_sample, tmp_path):
+  """TFX fingerprints input files by size and modification time (seconds):
+  the data gate's digest of the content is in CsvExampleGen's cache key."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  header, rows = read_csv(taxi_sample)
+  fare = header.index('fare')
+  data = write_csv(tmp_path / 'd.csv', header, rows[:600])
+  stat = data.stat()
+  output = tmp_path / 'out'
+  args = ['run', '--set', f'data.path={data}', '--output', str(output)]
+  assert run_cli(args).exit_code == runner.EXIT_PUSHED
+  swap = str.maketrans('12', '21')  # other fares, the same bytes long
+  edited = [row[:fare] + [row[fare].translate(swap)] + row[fare + 1:]
+            for row in rows[:600]]
+  write_csv(data, header, edited)
+  os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert data.stat().st_size == stat.st_size
+  result = run_cli(args)
+  assert result.exit_code in (runner.EXIT_PUSHED, runner.EXIT_NOT_PUSHED)
+  latest = max(output.glob('pipeline/CsvExampleGen/examples/*'),
+               key=lambda p: int(p.name))
+  labels = sorted(
+      tf.train.Example.FromString(r.numpy()).features.feature['fare']
+      .float_list.value[0]
+      for r in tf.data.TFRecordDataset(
+          [str(p) for p in latest.glob('Split-*/*.gz')],
+          compression_type='GZIP'))
+  assert labels == pytest.approx(sorted(
+      float(row[fare]) for row in edited if row[fare]), rel=1e-6)
