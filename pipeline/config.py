@@ -303,8 +303,9 @@ class PipelineConfig:
       raise ConfigError('data.label is required')
     if self.data.label in self.data.exclude_features:
       raise ConfigError(f'the label {self.data.label!r} is also excluded')
-    if self.data.delimiter not in ('', ',', ';', '\t', '|'):
-      raise ConfigError(f'data.delimiter must be one of , ; | or a tab '
+    if self.data.delimiter.strip().lower() not in (
+        '', ',', ';', '\t', '|', 'tab', '\\t', 'comma', 'semicolon', 'pipe'):
+      raise ConfigError(f'data.delimiter must be one of , ; | or tab '
                         f'(empty: detect), not {self.data.delimiter!r}')
     if FILE_PATTERN_CHARS.search(str(self.output_path)):
       raise ConfigError(

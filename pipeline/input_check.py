@@ -85,6 +85,8 @@ _CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz')
 # Part of the filtered copy's key: a change to these rules writes new copies.
 _RULES_VERSION = '2'
 _MAX_EXAMPLES = 5
+# Lines on which the delimiter is detected.
+_DELIMITER_SAMPLE = 20
 # A name kept as it is: a letter, then letters, digits and `_`.
 _VALID_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
 # Values on which a column that is not all numbers is judged mostly text.
@@ -203,14 +205,33 @@ def _text(path: Path, compression: Optional[str]) -> IO[str]:
     raise InputError(f'{path}: cannot read: {e.strerror}') from e
 
 
-def delimiter_of(header_line: str, configured: str = '') -> str:
-  """`configured`, or the delimiter a header line uses most (`,` if
-  none)."""
+_DELIMITER_NAMES = {'tab': '\t', '\\t': '\t', 'comma': ',',
+                    'semicolon': ';', 'pipe': '|'}
+
+
+def configured_delimiter(value: str) -> str:
+  """data.delimiter as a character (`tab` and a typed `\\t` are a tab)."""
+  return _DELIMITER_NAMES.get(value.strip().lower(), value)
+
+
+def delimiter_of(header_line: str, configured: str = '',
+                 next_lines: Sequence[str] = ()) -> str:
+  """`configured`, or the delimiter of a header line: of those it holds,
+  the one that splits the next lines into as many fields as the header
+  (the most used one if none does; `,` if it holds none)."""
   if configured:
-    return configured
+    return configured_delimiter(configured)
   counts = {d: header_line.count(d) for d in DELIMITERS}
-  best = max(DELIMITERS, key=lambda d: (counts[d], d == ','))
-  return best if counts[best] else ','
+  found = sorted((d for d in DELIMITERS if counts[d]),
+                 key=lambda d: (-counts[d], d != ','))
+  for delimiter in found:
+    try:
+      rows = list(csv.reader([header_line, *next_lines], delimiter=delimiter))
+    except csv.Error:
+      continue  # the record pass names the line
+    if len(rows[0]) > 1 and all(len(r) == len(rows[0]) for r in rows if r):
+      return delimiter
+  return found[0] if found else ','
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,18 +243,20 @@ class CsvRules:
 
   @classmethod
   def of(cls, config: PipelineConfig) -> 'CsvRules':
-    return cls(config.data.delimiter, tuple(config.data.na_values))
+    return cls(configured_delimiter(config.data.delimiter),
+               tuple(config.data.na_values) + ('',))
 
 
 def _header_delimiter(path: Path, compression: Optional[str],
                       configured: str) -> str:
   if configured:
-    return configured
+    return configured_delimiter(configured)
   with _text(path, compression) as text:
     try:
-      return delimiter_of(text.readline())
+      lines = [line for _, line in zip(range(_DELIMITER_SAMPLE), text)]
     except UnicodeDecodeError:
       raise _not_utf8(path, compression) from None
+  return delimiter_of(lines[0] if lines else '', '', lines[1:])
 
 
 def _records(path: Path, compression: Optional[str], delimiter: str
@@ -307,8 +330,11 @@ def _resolved_settings(config: PipelineConfig, path: Path,
   """data.label and the column lists of `config`, as model names."""
   label = resolve_column(config.data.label, header, names)
   if label is None:
+    others = [d for d in DELIMITERS if any(d in title for title in header)]
+    hint = (f'; if the fields are separated by {others[0]!r}, set '
+            f'data.delimiter' if others else '')
     raise InputError(f'{path}: no label column {config.data.label!r} '
-                     f'(columns: {", ".join(header)})')
+                     f'(columns: {", ".join(header)}){hint}')
   resolved: Dict[str, object] = {'label': label}
   for setting in ('exclude_features', 'categorical_features',
                   'slice_features'):

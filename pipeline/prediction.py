@@ -180,7 +180,8 @@ def read_csv(data: bytes,
   # Lines end at \n, \r\n or a lone \r, as for pyarrow's reader.
   lines = data.splitlines()
   delimiter = input_check.delimiter_of(
-      lines[0].decode('utf-8') if lines else '', rules.delimiter)
+      lines[0].decode('utf-8') if lines else '', rules.delimiter,
+      [line.decode('utf-8') for line in lines[1:20]])
   try:
     header = next(csv.reader([lines[0].decode('utf-8')],
                              delimiter=delimiter), []) if lines else []

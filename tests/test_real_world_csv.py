@@ -296,6 +296,31 @@ def test_a_configured_delimiter_wins_and_a_wrong_one_is_named(tmp_path):
     input_check.check_input(_config(tmp_path, path, delimiter=','))
 
 
+def test_the_delimiter_splitting_every_line_alike_wins_a_tie(tmp_path):
+  path = tmp_path / 'd.csv'
+  path.write_text('Preis (EUR, brutto);Fläche, m2;Zimmer\n'
+                  '250000;80;3\n180000;55;2\n', encoding='utf-8')
+  report = input_check.check_input(_config(tmp_path, path, label='Zimmer'))
+  assert report.delimiter == ';'
+  assert report.columns == ['Preis_EUR_brutto', 'Flache_m2', 'Zimmer']
+
+
+@pytest.mark.parametrize('setting', ['tab', '\\t', '\t'])
+def test_a_tab_may_be_configured_by_name(tmp_path, setting):
+  path = tmp_path / 'd.csv'
+  path.write_text('x\tfare\n1\t5\n2\t6\n')
+  config = _config(tmp_path, path, delimiter=setting).validate()
+  assert input_check.check_input(config).delimiter == '\t'
+
+
+def test_a_missing_label_names_the_delimiter_it_may_be(tmp_path):
+  path = tmp_path / 'd.csv'
+  path.write_text('x;fare\n1;5\n')
+  with pytest.raises(input_check.InputError,
+                     match="separated by ';', set data.delimiter"):
+    input_check.check_input(_config(tmp_path, path, delimiter=','))
+
+
 # Values.
 
 def test_missing_value_markers_are_missing_in_every_column(tmp_path):
