@@ -30,10 +30,6 @@ def make_custom_config(label: str, exclude_features: Iterable[str],
   }
 
 
-def transformed_name(key: str) -> str:
-  return f'{key}_xf'
-
-
 def model_input_names(raw_names: Iterable[str],
                       custom_config: Mapping[str, Any]) -> List[str]:
   """The raw columns the model reads: all but the label and the excluded."""

@@ -349,9 +349,7 @@ def _resolved_settings(config: PipelineConfig, path: Path,
     raise InputError(f'the label {config.data.label!r} is also excluded')
   # The transformed features sit beside the label in one mapping (see
   # components/preprocessing.py): the label may not take one of their names.
-  internal = {features.CATEGORIES, features.NUMBERS} | {
-      features.transformed_name(n) for n in names}
-  if label in internal:
+  if label in (features.CATEGORIES, features.NUMBERS):
     raise InputError(
         f'{path}: the label column {config.data.label!r} is named as a '
         f'transformed feature ({label}); rename the column in the file')

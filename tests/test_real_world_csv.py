@@ -118,8 +118,8 @@ def test_duplicate_header_names_are_refused(tmp_path):
 
 @pytest.mark.parametrize('header, label', [
     (['miles', 'city', 'categorical_ids'], 'categorical_ids'),
-    (['miles', 'miles_xf'], 'miles_xf'),
-    (['Miles', 'Miles xf'], 'Miles xf')])
+    (['miles', 'numeric_xf'], 'numeric_xf'),
+    (['Miles', 'numeric xf'], 'numeric xf')])
 def test_a_label_named_as_a_transformed_feature_is_refused(
     tmp_path, header, label):
   data = write_csv(tmp_path / 'd.csv', header, [['1', 'a', '2'][:len(header)]])
