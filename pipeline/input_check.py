@@ -23,9 +23,10 @@ starts; nothing downstream guesses again:
   CsvExampleGen parses them (`NUMBER`); a column that is mostly numbers but
   not all is read as text, and reported with examples of what is not a
   number.
-- **Label**: numeric. A row whose label is missing or not finite is dropped
-  (counted, with examples); a label that is text refuses the file, with the
-  count and examples.
+- **Label**: numeric. A row whose label is missing, not finite or beyond
+  float32's range (tf.Example floats) is dropped (counted, with examples);
+  a label that is text refuses the file, with the count and examples, and
+  so does a label that is the same in every row.
 
 Problems with the file itself are refused (`InputError`) naming the file,
 line and column. When the file differs from what CsvExampleGen reads
