@@ -24,6 +24,7 @@ import io
 import itertools
 import json
 import os
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -145,8 +146,10 @@ def _csv_header(path: str, delimiter: str = '') -> Optional[List[str]]:
       continue
   else:
     return None
+  lines = text.splitlines()[:20]
   rows = csv.reader(io.StringIO(text, newline=''), delimiter=(
-      input_check.delimiter_of(text.partition('\n')[0], delimiter)))
+      input_check.delimiter_of(lines[0] if lines else '', delimiter,
+                               lines[1:])))
   try:
     header = next(rows, [])
   except csv.Error:
@@ -176,6 +179,10 @@ def check_columns(paths: Sequence[str],
   missing = {}
   for path in paths:
     header = _csv_header(path, delimiter)
+    try:
+      input_check.check_header(Path(path), header or [])
+    except input_check.InputError as e:
+      raise prediction.PredictionInputError(str(e)) from None
     unknown = [name for name in named if header and input_check.resolve_column(
         name, header, input_check.feature_names(header)) is None]
     if unknown:

@@ -8,15 +8,16 @@ starts; nothing downstream guesses again:
   taken literally: `[`, `*` and `?` in it are characters, not patterns.
 - **Delimiter**: `data.delimiter`, or detected from the header line among
   `,` `;` tab and `|`.
-- **Header names** become valid model input names (`feature_names`): a
+- **Header names** become valid model input names (`feature_name`): a
   name of ASCII letters, digits and `_` that starts with a letter is kept;
   in others every other character becomes `_` (accents are dropped first),
-  leading and trailing `_` go, a leading digit gets `c_`, an empty name is
-  `column_<position>`; a name taken by an earlier column, regardless of
-  case (TensorFlow's signatures do not tell `A` from `a`), gets `_2`,
-  `_3`... Two columns with the very same header name are refused: settings
-  could not tell them apart. Settings may name columns either way (`Trip
-  Miles` or `Trip_Miles`; a header name first).
+  leading and trailing `_` go, a leading digit gets `c_`, and an empty name
+  is `column_<position>`. Two columns that would get one name (compared
+  regardless of case, as TensorFlow's signatures compare them: `a b` and
+  `A_B`), or that have the very same header name, are refused: a model
+  name stands for one header name, whatever the order of the columns in a
+  file to predict. Settings may name columns either way (`Trip Miles` or
+  `Trip_Miles`).
 - **Values**: surrounding spaces are trimmed, and a value in
   `data.na_values` (pandas' default markers, plus `inf`, `-`, `?`) is
   missing. A column is numeric when every present value is a number as
@@ -38,6 +39,7 @@ so an unchanged second run reads the very same file and hits the cache.
 
 from __future__ import annotations
 
+import array
 import bz2
 import collections
 import concurrent.futures
@@ -83,9 +85,9 @@ _LOOKS_NUMERIC = re.compile(
     r'(?:[eE][+-]?[0-9]+)?%?')
 # Files of a directory input.
 _CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz')
-# Part of the filtered copy's key: a change to these rules writes new copies.
-_RULES_VERSION = '2'
 _MAX_EXAMPLES = 5
+# In the key of the normalized copy: a change to these rules writes anew.
+_CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 # Lines on which the delimiter is detected.
 _DELIMITER_SAMPLE = 20
 # A name kept as it is: a letter, then letters, digits and `_`.
@@ -124,37 +126,34 @@ class InputReport:
   # Why the pipeline reads a normalized copy ([] when it reads the input).
   copy_reasons: List[str] = dataclasses.field(default_factory=list)
   key: str = ''            # hash of the input and the rules (the copy's)
-  # (file, line) of the dropped rows, for the copy.
-  dropped_lines: frozenset = frozenset()
+  # Per file, the lines of the dropped rows in order, for the copy.
+  dropped_lines: Dict[str, Sequence[int]] = dataclasses.field(
+      default_factory=dict)
   # Columns without a value (no feature: CsvExampleGen leaves them out).
   empty_columns: List[str] = dataclasses.field(default_factory=list)
   label_range: Tuple[float, float] = (0.0, 0.0)
 
 
+def feature_name(title: str, position: int) -> str:
+  """The model input name of the column headed `title` at `position` (from
+  1): valid as a TensorFlow signature argument (see the module docstring).
+  It depends on the title alone, except for an empty one."""
+  name = title
+  if not _VALID_NAME.fullmatch(title):
+    ascii_title = unicodedata.normalize('NFKD', title).encode(
+        'ascii', 'ignore').decode()
+    name = re.sub(r'[^A-Za-z0-9_]+', '_', ascii_title).strip('_')
+    name = re.sub(r'__+', '_', name)
+  if not name:
+    return f'column_{position}'
+  return f'c_{name}' if name[0].isdigit() else name
+
+
 def feature_names(header: Sequence[str]) -> List[str]:
-  """The model input names of a header's columns, one to one (see the
-  module docstring). Valid as TensorFlow signature arguments."""
-  names: List[str] = []
-  taken = set()
-  for position, title in enumerate(header, start=1):
-    name = title
-    if not _VALID_NAME.fullmatch(title):
-      ascii_title = unicodedata.normalize('NFKD', title).encode(
-          'ascii', 'ignore').decode()
-      name = re.sub(r'[^A-Za-z0-9_]+', '_', ascii_title).strip('_')
-      name = re.sub(r'__+', '_', name)
-    if not name:
-      name = f'column_{position}'
-    elif name[0].isdigit():
-      name = f'c_{name}'
-    # Unique regardless of case: TensorFlow's signatures take `A` and `a`
-    # as one argument name.
-    unique, suffix = name, 2
-    while unique.lower() in taken:
-      unique, suffix = f'{name}_{suffix}', suffix + 1
-    taken.add(unique.lower())
-    names.append(unique)
-  return names
+  """The model input names of a header's columns (`feature_name`); the
+  data gate refuses a header in which two are the same (`check_header`)."""
+  return [feature_name(title, position)
+          for position, title in enumerate(header, start=1)]
 
 
 def _compression(path: Path) -> Optional[str]:
@@ -265,6 +264,8 @@ def _records(path: Path, compression: Optional[str], delimiter: str
   """(line number, fields) for each record, streamed (a file of any size
   takes little memory)."""
   text = _text(path, compression)
+  # Arrow takes a value of any length; so must this reader (128 kB).
+  csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
   with text:
     reader = csv.reader(text, delimiter=delimiter)
     previous_line = 0
@@ -301,22 +302,30 @@ def _not_utf8(path: Path, compression: Optional[str]) -> InputError:
   return InputError(f'{path}: not valid UTF-8 text')
 
 
-def _check_header(path: Path, header: Sequence[str]) -> None:
+def check_header(path: Path, header: Sequence[str]) -> None:
+  """Refuses two columns with one name, or with one model input name:
+  compared regardless of case, as TensorFlow's signatures compare them."""
   seen: Dict[str, int] = {}
-  for position, title in enumerate(header, start=1):
-    if title in seen and title.strip():
+  for position, (title, name) in enumerate(
+      zip(header, feature_names(header)), start=1):
+    first = seen.setdefault(name.lower(), position)
+    if first == position:
+      continue
+    if header[first - 1] == title:
       raise InputError(
-          f'{path}:1: columns {seen[title]} and {position} are both named '
+          f'{path}:1: columns {first} and {position} are both named '
           f'{title!r}; rename one of them (settings could not tell them '
           'apart)')
-    seen.setdefault(title, position)
+    raise InputError(
+        f'{path}:1: columns {first} ({header[first - 1]!r}) and {position} '
+        f'({title!r}) would both be the model input {name!r} (names made '
+        'valid, compared regardless of case); rename one of them')
 
 
 def resolve_column(name: str, header: Sequence[str],
                    names: Sequence[str]) -> Optional[str]:
   """The model name of a column named as in the header or as the model
-  names it (the header first: `a_b` is the column headed `a_b`, even if
-  another's header `a b` became `a_b`); None if neither."""
+  names it (the header first); None if neither."""
   for candidates in (header, names):
     normalized = [unicodedata.normalize('NFC', c) for c in candidates]
     wanted = unicodedata.normalize('NFC', name)
@@ -372,6 +381,14 @@ def resolve_config(config: PipelineConfig,
       config.data, path=report.path, **resolved))
 
 
+def _casts(values: pa.Array, arrow_type: pa.DataType) -> bool:
+  try:
+    pc.cast(values, arrow_type)
+    return True
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    return False
+
+
 def _label_problem(value: str, na_values: frozenset) -> Optional[str]:
   """Why a label value is unusable, or None if it is a finite number."""
   value = value.strip()
@@ -407,7 +424,7 @@ class _ColumnProfile:
     # column is then looked up, not only its NaNs and infinities.
     self._number_markers = any(
         NUMBER.fullmatch(m) and math.isfinite(float(m)) for m in na_values)
-    self.label_range: Dict[str, Tuple[float, float]] = {}
+
     self.markers = collections.Counter()
     self.trimmed = collections.Counter()
     self.present = collections.Counter()
@@ -454,8 +471,6 @@ class _ColumnProfile:
       markers = pc.sum(marked).as_py() or 0
       self.markers[name] += markers
       self.present[name] += len(present) - markers
-      self._add_range(name, numbers if not self._number_markers else
-                      numbers.filter(pc.invert(marked)))
       return
     missing = pc.is_in(present, value_set=self._na)
     self.markers[name] += pc.sum(missing).as_py() or 0
@@ -463,11 +478,8 @@ class _ColumnProfile:
     self.present[name] += len(present)
     if name in self._text:
       return
-    try:
-      self._add_range(name, pc.cast(present, pa.float64()))
+    if _casts(present, pa.float64()):
       return  # numbers once the markers are out
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-      pass
     if name not in self.not_numbers and self._mostly_text(present):
       # Judged on the first values that do not all parse: a text column
       # is not searched for numbers again (most of this pass's time).
@@ -483,19 +495,6 @@ class _ColumnProfile:
         break
       if value not in examples:
         examples.append(value)
-
-  def _add_range(self, name: str, numbers: pa.Array) -> None:
-    """The smallest and largest finite value of a column, for the label's
-    checks."""
-    finite = numbers.filter(pc.is_finite(numbers))
-    if not len(finite):
-      return
-    low, high = pc.min_max(finite).values()
-    low, high = low.as_py(), high.as_py()
-    if name in self.label_range:
-      old_low, old_high = self.label_range[name]
-      low, high = min(low, old_low), max(high, old_high)
-    self.label_range[name] = (low, high)
 
   @staticmethod
   def _looks_numeric(values: pa.Array) -> pa.Array:
@@ -534,15 +533,18 @@ def check_input(config: PipelineConfig) -> InputReport:
   files = _input_files(data_path)
   na_values = frozenset(config.data.na_values) | {''}
   digest = hashlib.sha256('\0'.join(
-      [_RULES_VERSION, config.data.label, config.data.delimiter,
+      [_CODE_DIGEST, config.data.label, config.data.delimiter,
        *sorted(na_values)]).encode())
   header: Optional[List[str]] = None
   names: List[str] = []
   delimiter = ','
-  dropped_lines = set()  # (file, line) of rows without a usable label
+  # Per file, the lines of rows without a usable label, in order.
+  dropped_lines: Dict[str, array.array] = {}
+  low, high = math.inf, -math.inf
   rows = 0
   dropped_examples: List[str] = []
-  bad_labels: List[Tuple[Path, int, str]] = []
+  bad_labels = 0
+  bad_label_examples: List[Tuple[Path, int, str]] = []
   label_problems: Dict[str, Optional[str]] = {}
   compressions = set()
   profile: Optional[_ColumnProfile] = None
@@ -571,7 +573,7 @@ def check_input(config: PipelineConfig) -> InputReport:
       file_header = first[1]
       if header is None:
         header = file_header
-        _check_header(path, header)
+        check_header(path, header)
         names = feature_names(header)
         resolved = _resolved_settings(config, path, header, names)
         label_index = names.index(resolved['label'])
@@ -582,6 +584,7 @@ def check_input(config: PipelineConfig) -> InputReport:
       profiled.append(pool.submit(profile.add_file, path, compression,
                                   delimiter))
       file_rows = 0
+      file_dropped = dropped_lines[str(path)] = array.array('q')
       for line, fields in records:
         if not fields:
           continue  # blank line
@@ -597,10 +600,15 @@ def check_input(config: PipelineConfig) -> InputReport:
           if len(label_problems) > _LABEL_CACHE:
             label_problems.clear()
           problem = label_problems[value] = _label_problem(value, na_values)
+          if problem is None:  # the range of the labels trained on
+            number = float(value)
+            low, high = min(low, number), max(high, number)
         if problem == _NOT_NUMERIC:
-          bad_labels.append((path, line, fields[label_index]))
+          bad_labels += 1
+          if len(bad_label_examples) < _MAX_EXAMPLES:
+            bad_label_examples.append((path, line, value))
         elif problem:
-          dropped_lines.add((path, line))
+          file_dropped.append(line)
           if len(dropped_examples) < _MAX_EXAMPLES:
             dropped_examples.append(f'{path.name}:{line} ({problem})')
       if file_rows == 0:
@@ -614,21 +622,21 @@ def check_input(config: PipelineConfig) -> InputReport:
     pool.shutdown(cancel_futures=True)
 
   label = names[label_index]
+  dropped = sum(map(len, dropped_lines.values()))
   if bad_labels:
-    path, line, value = bad_labels[0]
+    path, line, value = bad_label_examples[0]
     more = ''
-    if len(bad_labels) > 1:
-      more = f'; {len(bad_labels):,} rows like this, e.g. ' + ', '.join(
-          f'{p.name}:{n} {v!r}' for p, n, v in bad_labels[:_MAX_EXAMPLES])
+    if bad_labels > 1:
+      more = f'; {bad_labels:,} rows like this, e.g. ' + ', '.join(
+          f'{p.name}:{n} {v!r}' for p, n, v in bad_label_examples)
     raise InputError(
         f'{path}:{line}: label {config.data.label!r} is not numeric: '
         f'{value!r} (column {label_index + 1}){more}; fix those values, '
         'mark them missing (data.na_values), or choose another --label')
-  if len(dropped_lines) == rows:
+  if dropped == rows:
     raise InputError(f'{data_path}: no row has a usable label '
                      f'{config.data.label!r}')
-  low, high = profile.label_range.get(label, (math.nan, math.nan))
-  if low == high and rows - len(dropped_lines) > 1:
+  if low == high and rows - dropped > 1:
     raise InputError(f'{data_path}: label {config.data.label!r} is {low:g} '
                      'in every row: there is nothing to learn')
   empty = [name for name in names if not profile.present[name]]
@@ -645,8 +653,8 @@ def check_input(config: PipelineConfig) -> InputReport:
   trimmed = {name: n for name, n in profile.trimmed.items() if n}
   compression = next((c for c in compressions if c), None)
   reasons = []
-  if dropped_lines:
-    reasons.append(f'{len(dropped_lines):,} rows without a usable label '
+  if dropped:
+    reasons.append(f'{dropped:,} rows without a usable label '
                    'dropped')
   if renamed:
     reasons.append('header names made valid model inputs')
@@ -667,15 +675,15 @@ def check_input(config: PipelineConfig) -> InputReport:
   return InputReport(
       files=[str(f) for f in files], header=header, columns=names,
       rows=rows,
-      dropped_rows=len(dropped_lines), dropped_examples=dropped_examples,
+      dropped_rows=dropped, dropped_examples=dropped_examples,
       path=(str(_copy_path(config, key)) if reasons else str(data_path)),
       renamed=renamed, delimiter=delimiter, compression=compression,
       missing_markers=markers, trimmed=trimmed,
       text_columns=profile.text_columns(
           [label, *resolved['exclude_features']]),
-      copy_reasons=reasons, key=key, dropped_lines=frozenset(dropped_lines),
+      copy_reasons=reasons, key=key, dropped_lines=dropped_lines,
       empty_columns=[n for n in empty if n != label],
-      label_range=(low, high))
+      label_range=(low, high) if low <= high else (0.0, 0.0))
 
 
 def _copy_path(config: PipelineConfig, key: str) -> Path:
@@ -699,8 +707,13 @@ def prepare_input(config: PipelineConfig, report: InputReport) -> str:
     for path in map(Path, report.files):
       records = _records(path, _compression(path), report.delimiter)
       next(records, None)  # the header
+      dropped = iter(report.dropped_lines.get(str(path), ()))
+      next_dropped = next(dropped, None)
       for line, fields in records:
-        if fields and (path, line) not in report.dropped_lines:
+        if line == next_dropped:
+          next_dropped = next(dropped, None)
+          continue
+        if fields:
           writer.writerow(['' if value in na_values else value for value in
                            (field.strip() for field in fields)])
   os.replace(partial, target)  # never leave a half-written input behind
@@ -737,7 +750,7 @@ def input_notes(report: InputReport) -> List[str]:
   if report.empty_columns:
     lines.append('  columns without a single value, so not features: ' +
                  ', '.join(report.empty_columns))
-  if max(map(abs, report.label_range)) > _FLOAT32_EXACT:  # (NaN: False)
+  if max(map(abs, report.label_range)) > _FLOAT32_EXACT:
     lines.append(
         f'  warning: labels up to {max(map(abs, report.label_range)):,.0f} '
         'lose digits as float32 (tf.Example floats: 7 significant digits); '

@@ -135,9 +135,10 @@ class CsvTable:
 
   def _column(self, name: str, header_first: bool) -> Optional[pa.Array]:
     """The column a name stands for: by its header name, or by the model
-    name training gave its header (`input_check.feature_names`). A model
-    input is looked up by model name only: `a_b` may be another column's
-    header name."""
+    name its header name makes (`input_check.feature_names`; read_csv
+    refuses a header in which two columns make one). A model input is
+    looked up by model name only: `a_b` may be another column's header
+    name."""
     if header_first and name in self.columns:
       return self.columns[name]
     names = input_check.feature_names(self.header)
@@ -187,6 +188,8 @@ def read_csv(data: bytes,
                              delimiter=delimiter), []) if lines else []
   except csv.Error as e:
     raise ValueError(f'malformed CSV header: {e}') from None
+  # Two columns that make one model input name: which is the input?
+  input_check.check_header(Path('header'), header)
   blank = np.array([not line.strip() for line in lines] + [True])
   if not header or blank[1:].all():
     return CsvTable(header, {}, np.zeros(0, np.int64), [], lines, rules)

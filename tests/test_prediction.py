@@ -123,15 +123,19 @@ def test_configured_markers_and_delimiter():
   assert [_features(e) for e in examples] == [{'b': [b'NA']}]
 
 
-def test_a_model_input_is_found_by_its_model_name_only():
-  """Training named the `a b` column `a_b` and the `a_b` column `a_b_2`:
-  the model's `a_b` input takes the `a b` column, though another column's
-  header is `a_b`."""
-  table = prediction.read_csv(b'a b,a_b\n1,2\n')
-  examples, _ = prediction.encode_examples(
-      table, {'a_b': tf.int64, 'a_b_2': tf.int64})
-  assert [_features(e) for e in examples] == [{'a_b': [1], 'a_b_2': [2]}]
-  assert table.values('a_b') == ['2']  # a setting: the header first
+def test_model_inputs_are_found_whatever_the_order_of_the_columns():
+  """Training named `Trip Miles` Trip_Miles and `x` x: a file with its
+  columns in another order feeds each input its own column."""
+  types = {'Trip_Miles': tf.float32, 'x': tf.int64}
+  for text in (b'Trip Miles,x\n1.5,2\n', b'x,Trip Miles\n2,1.5\n'):
+    examples, _ = prediction.encode_examples(prediction.read_csv(text), types)
+    assert [_features(e) for e in examples] == [{'Trip_Miles': [1.5],
+                                                 'x': [2]}]
+
+
+def test_a_header_that_makes_one_input_of_two_columns_is_refused():
+  with pytest.raises(ValueError, match="would both be the model input 'a_b'"):
+    prediction.read_csv(b'a b,a_b\n1,2\n')
 
 
 def test_predict_with_a_model_reads_csv_by_its_runs_rules(tmp_path):

@@ -63,34 +63,42 @@ def _gate(config):
                      'Compañía', 'é', 'a.b', 'a-b', 'fare ($)', '名前'])),
     min_size=1, max_size=12))
 @settings(max_examples=500, deadline=None)
-def test_feature_names_are_valid_unique_and_one_to_one(header):
+def test_feature_names_are_valid_and_the_gate_keeps_them_one_to_one(header):
   names = input_check.feature_names(header)
   assert len(names) == len(header)
-  assert len(set(names)) == len(names)
   assert all(VALID_NAME.fullmatch(name) for name in names), names
-  assert input_check.feature_names(header) == names  # deterministic
-  for at, (title, name) in enumerate(zip(header, names)):
-    if VALID_NAME.fullmatch(title) and title.lower() not in [
-        n.lower() for n in names[:at]]:
+  for title, name in zip(header, names):
+    if VALID_NAME.fullmatch(title):
       assert name == title  # valid names are kept
-  # Unique regardless of case, as TensorFlow's signature arguments are.
-  assert len({name.lower() for name in names}) == len(names)
+  # A name depends on its title alone (one with no letter or digit, on its
+  # position): the same in a file to predict whose columns come in another
+  # order.
+  for title in header:
+    first, later = (input_check.feature_name(title, p) for p in (1, 99))
+    assert first == later or (first, later) == ('column_1', 'column_99')
+  try:
+    input_check.check_header(Path('d.csv'), header)
+  except input_check.InputError as e:
+    assert str(e).startswith('d.csv:1: columns ')
+    assert len({name.lower() for name in names}) < len(names)
+  else:  # unique regardless of case, as TensorFlow's signatures need
+    assert len({name.lower() for name in names}) == len(names)
 
 
 def test_a_header_with_spaces_punctuation_and_accents_maps_one_to_one(
     tmp_path):
   header = ['Fare ($)', 'Trip Miles', '', '_payment type', 'Compañía',
-            'trip-miles', '1st stop']
+            '1st stop']
   data = write_csv(tmp_path / 'd.csv', header,
-                   [['5', '1.5', 'x', 'Cash', 'A', '2', 'y'],
-                    ['7', '2.5', 'z', 'Card', 'B', '3', 'w']])
+                   [['5', '1.5', 'x', 'Cash', 'A', 'y'],
+                    ['7', '2.5', 'z', 'Card', 'B', 'w']])
   report, names, rows = _gate(_config(tmp_path, data, label='Fare ($)'))
   assert names == report.columns == [
       'Fare', 'Trip_Miles', 'column_3', 'payment_type', 'Compania',
-      'trip_miles_2', 'c_1st_stop']  # unique regardless of case
+      'c_1st_stop']
   assert report.renamed == dict(zip(header, names))
-  assert rows == [['5', '1.5', 'x', 'Cash', 'A', '2', 'y'],
-                  ['7', '2.5', 'z', 'Card', 'B', '3', 'w']]
+  assert rows == [['5', '1.5', 'x', 'Cash', 'A', 'y'],
+                  ['7', '2.5', 'z', 'Card', 'B', 'w']]
   # Settings may name a column either way.
   resolved = input_check.resolve_config(_config(
       tmp_path, data, label='Fare', exclude_features=['Trip Miles'],
@@ -100,11 +108,18 @@ def test_a_header_with_spaces_punctuation_and_accents_maps_one_to_one(
                                             ['payment_type'])
 
 
-def test_sanitized_names_that_collide_get_suffixes(tmp_path):
-  data = write_csv(tmp_path / 'd.csv', ['a b', 'a_b', 'a-b', 'fare'],
-                   [['1', '2', '3', '4']])
-  report, names, _ = _gate(_config(tmp_path, data))
-  assert names == ['a_b', 'a_b_2', 'a_b_3', 'fare']
+@pytest.mark.parametrize('header', [
+    ['a b', 'a_b', 'fare'], ['A', 'a', 'fare'],
+    ['Trip_Miles', 'trip miles', 'fare']])
+def test_columns_that_would_be_one_model_input_are_refused(tmp_path, header):
+  """`a b` and `a_b` (or `A` and `a`: TensorFlow's signatures compare
+  names regardless of case) would be one model input: which column a file
+  to predict means by it would depend on the order of its columns."""
+  data = write_csv(tmp_path / 'd.csv', header, [['1', '2', '3']])
+  with pytest.raises(input_check.InputError, match=re.escape(
+      f"{data}:1: columns 1 ({header[0]!r}) and 2 ({header[1]!r}) would "
+      'both be the model input')):
+    input_check.check_input(_config(tmp_path, data))
 
 
 def test_duplicate_header_names_are_refused(tmp_path):
@@ -194,25 +209,6 @@ def test_directory_files_that_a_csv_pattern_would_miss_or_confuse(tmp_path):
   report, _, rows = _gate(_config(tmp_path, tmp_path / 'in'))
   assert report.copy_reasons and report.rows == 4
   assert sorted(rows) == [['1', '5'], ['2', '6'], ['3', '7'], ['4', '8']]
-
-
-def test_a_setting_names_a_header_before_a_model_name(tmp_path):
-  """`a_b` is the column headed `a_b`, not the one whose header `a b`
-  became `a_b`."""
-  data = write_csv(tmp_path / 'd.csv', ['a b', 'a_b', 'y'],
-                   [['1', '2', '3'], ['4', '5', '6']])
-  config = _config(tmp_path, data, label='y', exclude_features=['a_b'])
-  report = input_check.check_input(config)
-  assert report.columns == ['a_b', 'a_b_2', 'y']
-  assert input_check.resolve_config(config, report).data.exclude_features == [
-      'a_b_2']
-
-
-def test_names_differing_only_in_case_get_distinct_names(tmp_path):
-  data = write_csv(tmp_path / 'd.csv', ['A', 'a', 'Trip_Miles', 'trip_miles',
-                                        'y'], [['1', '2', '3', '4', '5']])
-  report = input_check.check_input(_config(tmp_path, data, label='y'))
-  assert report.columns == ['A', 'a_2', 'Trip_Miles', 'trip_miles_2', 'y']
 
 
 def test_numbers_as_missing_value_markers(tmp_path):
