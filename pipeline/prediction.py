@@ -145,6 +145,10 @@ class CsvTable:
     return self.columns.get(self.header[names.index(name)]) if (
         name in names) else None
 
+  def has(self, name: str) -> bool:
+    """Whether the file has the column `name` (a header or model name)."""
+    return self._column(name, header_first=True) is not None
+
   def values(self, name: str) -> List[str]:
     """A column's values as the file has them ('' in every row for a
     column the file lacks); `name` as a setting names it (the header

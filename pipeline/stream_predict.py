@@ -301,8 +301,10 @@ class WatchDirectory(beam.DoFn):
       options = self._options
       wanted = {self._settings.event_time_column, options.id_column,
                 options.label_column, *options.passthrough}
-      columns = {column: table.values(column) for column in table.header
-                 if column in wanted}
+      # Named by header name or by model name (the run records the label
+      # by its model name).
+      columns = {column: table.values(column) for column in wanted
+                 if column and table.has(column)}
       for index, line in enumerate(table.line_numbers.tolist()):
         example = None if index in errors else next(examples)
         try:

@@ -295,3 +295,25 @@ def test_a_file_without_a_model_column_is_dead_lettered_unless_allowed(
   assert [d['line'] for d in dead] == [2, 3, 4, 5, 6]
   assert all("no column 'trip_miles'" in d['error'] and
              '--allow-missing-columns' in d['error'] for d in dead)
+
+
+def test_a_renamed_label_and_columns_are_found_by_their_model_names(
+    taxi_rows, tmp_path):
+  """The run records the label by its model name (`Fare` for `Fare ($)`):
+  the stream finds it, and the id and passthrough columns, either way."""
+  header, rows = taxi_rows
+  renamed = {'fare': 'Fare ($)', 'payment_type': 'Payment Type',
+             'trip_miles': 'Trip Miles'}
+  path = write_csv(tmp_path / 'in' / 'renamed.csv',
+                   [renamed.get(c, c) for c in header], rows[:5])
+  options = dataclasses.replace(_options(tmp_path), label_column='Fare',
+                                passthrough=['Payment_Type'])
+  (tmp_path / 'out' / stream_predict.PREDICTIONS).mkdir(parents=True)
+  types = {'Trip_Miles': tf.float32, 'trip_seconds': tf.int64}
+  watch = stream_predict.WatchDirectory(options, SETTINGS, types)
+  outputs = list(watch._read_file(str(path)))  # pylint: disable=protected-access
+  records = [record for record, _ in (o.value for o in outputs)]
+  fare = header.index('fare')
+  assert [r['label'] for r in records] == [float(row[fare]) for row in rows[:5]]
+  assert [r['Payment_Type'] for r in records] == [
+      row[header.index('payment_type')] for row in rows[:5]]
