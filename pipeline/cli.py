@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         flush=True)
   with _logs_to_file(log_path, args.verbose):
     outcome = runner.run(config, progress=_print_progress, report=report)
-    report_path = _write_report(config)
+    report_path = _write_report(outcome.config)
   from pipeline.summary import format_summary
   print('\n' + format_summary(outcome, str(log_path)), flush=True)
   if report_path:

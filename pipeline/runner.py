@@ -88,6 +88,8 @@ class RunOutcome:
   input_report: input_check.InputReport
   results: results_lib.RunResults
   beam_profile: str  # the one used (`auto` resolved)
+  # The configuration the pipeline ran with: columns by their model names.
+  config: PipelineConfig
   # Executions an earlier, interrupted run had left RUNNING in MLMD.
   abandoned_executions: int = 0
 
@@ -191,4 +193,5 @@ def _run(config: PipelineConfig, report: input_check.InputReport,
       first_line = (str(e).strip().splitlines() or [''])[0][:300]
       raise ComponentFailed(
           f'{failed} failed: {type(e).__name__}: {first_line}') from e
-  return RunOutcome(report, results_lib.load_run_results(config), profile)
+  return RunOutcome(report, results_lib.load_run_results(config), profile,
+                    config)

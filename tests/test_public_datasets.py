@@ -84,6 +84,9 @@ def test_iris_with_spaces_in_its_header_and_a_text_column(tmp_path):
   frame.to_csv(data, index=False)
   result, output, rmse = _run(tmp_path, data, 'petal width (cm)', 'iris')
   assert "'petal width (cm)' -> petal_width_cm" in result.stdout
+  # The report reads the label by its model name too.
+  assert 'report could not be written' not in result.stderr
+  assert (output / 'report.html').is_file()
   _beats_the_mean_predictor(output, 'petal_width_cm', rmse)
   model, inputs = _serving_inputs(output, 'iris')
   assert inputs == ['petal_length_cm', 'sepal_length_cm', 'sepal_width_cm',
