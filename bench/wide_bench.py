@@ -77,6 +77,12 @@ def old_components(directory: Path, rev: str) -> Path:
   (package / 'preprocessing.py').write_bytes(subprocess.run(
       ['git', 'show', f'{rev}:components/preprocessing.py'], cwd=REPO,
       check=True, capture_output=True).stdout)
+  features = package / 'features.py'
+  if 'def transformed_name' not in features.read_text():
+    # The old preprocessing_fn names its outputs with it; it has gone since.
+    features.write_text(features.read_text() + (
+        "\n\ndef transformed_name(key: str) -> str:\n"
+        "  return f'{key}_xf'\n"))
   return directory
 
 
