@@ -181,6 +181,18 @@ def _open_bytes(path: Path, compression: Optional[str]) -> IO[bytes]:
   return _OPENERS[compression](path, 'rb')
 
 
+def _arrow_input(path: Path, compression: Optional[str]) -> pa.NativeFile:
+  """The file's bytes as an Arrow stream, decompressed in Arrow (xz, which
+  Arrow lacks, in memory). Not a Python file object: Arrow's reader threads
+  would call back into Python for every read, and a reader left unfinished
+  (the record pass stopped it) can then hold one of them for good."""
+  if compression == 'xz':
+    with lzma.open(path, 'rb') as f:
+      return pa.BufferReader(f.read())
+  return pa.input_stream(str(path), compression={
+      None: None, 'gzip': 'gzip', 'bzip2': 'bz2'}[compression])
+
+
 def _input_files(path: Path) -> List[Path]:
   if not path.exists():
     raise InputError(f'{path}: no such file or directory')
@@ -444,8 +456,8 @@ class _ColumnProfile:
             column_types={name: pa.string() for name in self._names},
             strings_can_be_null=False, quoted_strings_can_be_null=False))
     try:
-      with _open_bytes(path, compression) as raw:
-        for batch in pa_csv.open_csv(raw, **options):
+      with _arrow_input(path, compression) as source:
+        for batch in pa_csv.open_csv(source, **options):
           if self.stopped:
             return
           for name, values in zip(self._names, batch.columns):
