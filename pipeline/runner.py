@@ -16,7 +16,6 @@ import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
-from unittest import mock
 
 from pipeline import input_check
 from pipeline.config import PipelineConfig, save_run_config
@@ -101,8 +100,11 @@ class RunOutcome:
 class _ProgressReporter:
   """Reports each component's start and end, and remembers the running one.
 
-  Both LocalDagRunner and BeamDagRunner (in-process) launch every node through
-  tfx's portable Launcher, so wrapping Launcher.launch sees every component.
+  TFX 1.16's LocalDagRunner and BeamDagRunner (in-process) have no progress
+  callback, but both launch every node through tfx's portable
+  `Launcher.launch` (tfx 1.16.0), so that method is wrapped for the time of
+  the run. The wrapper never fails a component: an error in its own
+  bookkeeping or in `report` is logged, and the launch goes on.
   """
 
   def __init__(self, report: Callable[..., None], total: int):
@@ -111,32 +113,47 @@ class _ProgressReporter:
     self._started = 0
     self.current: Optional[str] = None
 
+  def _safely(self, *args) -> None:
+    try:
+      self._report(*args)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception('progress report %s failed (the run goes on)', args)
+
+  def _node_id(self, launcher_self) -> str:
+    try:
+      return launcher_self._pipeline_node.node_info.id  # pylint: disable=protected-access
+    except AttributeError:  # another tfx: no name, but the launch runs
+      logging.warning('cannot tell which component is launched',
+                      exc_info=True)
+      return 'a component'
+
   def __enter__(self):
     from tfx.orchestration.portable import launcher
-    original_launch = launcher.Launcher.launch
+    self._launcher = launcher.Launcher
+    self._original_launch = original_launch = launcher.Launcher.launch
     reporter = self
 
     def launch(launcher_self):
-      node = launcher_self._pipeline_node.node_info.id  # pylint: disable=protected-access
+      node = reporter._node_id(launcher_self)
       reporter._started += 1
       reporter.current = node
-      reporter._report(node, 'running', reporter._started, reporter._total)
+      reporter._safely(node, 'running', reporter._started, reporter._total)
       started = time.monotonic()
       execution_info = original_launch(launcher_self)
       reporter.current = None
       # No execution: the node's inputs were not met (e.g. the data gate).
-      skipped = execution_info is None or execution_info.execution_id is None
-      reporter._report(node, 'skipped' if skipped else 'finished',
+      skipped = (execution_info is None or
+                 getattr(execution_info, 'execution_id', None) is None)
+      reporter._safely(node, 'skipped' if skipped else 'finished',
                        reporter._started, reporter._total,
                        time.monotonic() - started)
       return execution_info
 
-    self._patch = mock.patch.object(launcher.Launcher, 'launch', launch)
-    self._patch.start()
+    launcher.Launcher.launch = launch
     return self
 
   def __exit__(self, *exc):
-    self._patch.stop()
+    self._launcher.launch = self._original_launch
 
 
 def _dag_runner(orchestrator: str):
