@@ -371,6 +371,8 @@ def _resolved_settings(config: PipelineConfig, path: Path,
     raise InputError(f'the label {config.data.label!r} is also excluded')
   # The transformed features sit beside the label in one mapping (see
   # components/preprocessing.py): the label may not take one of their names.
+  if config.data.schema:
+    _check_schema(config.data.schema, header, names)
   if label in (features.CATEGORIES, features.NUMBERS):
     raise InputError(
         f'{path}: the label column {config.data.label!r} is named as a '
@@ -381,6 +383,31 @@ def _resolved_settings(config: PipelineConfig, path: Path,
                      f'label{" and excluded columns" if len(names) > 1 else ""}'
                      f' (columns: {", ".join(header)})')
   return resolved
+
+
+def _check_schema(schema_path: str, header: Sequence[str],
+                  names: Sequence[str]) -> None:
+  """Refuses a curated schema whose features the data does not have under
+  their model names (ExampleValidator would stop the run after three
+  components, its anomalies calling each column dropped and new)."""
+  # Imported here: a protobuf module, which a run without a schema skips.
+  from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
+  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=import-outside-toplevel
+  try:
+    schema = text_format.Parse(Path(schema_path).read_text(),
+                               schema_pb2.Schema())
+  except (OSError, text_format.ParseError) as e:
+    raise InputError(f'{schema_path}: not a readable schema.pbtxt: {e}'
+                     ) from None
+  unknown = [f.name for f in schema.feature if f.name not in names]
+  if unknown:
+    hints = [f'{n!r} is {names[list(header).index(n)]!r}'
+             for n in unknown if n in header]
+    raise InputError(
+        f'{schema_path}: features the data does not have: '
+        f'{", ".join(unknown)}' + (
+            f' (the schema names columns as the file does; the model names '
+            f'them: {", ".join(hints)})' if hints else ''))
 
 
 def resolve_config(config: PipelineConfig,

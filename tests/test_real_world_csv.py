@@ -596,3 +596,19 @@ def test_an_edit_that_keeps_size_and_mtime_is_not_served_from_cache(
           compression_type='GZIP'))
   assert labels == pytest.approx(sorted(
       float(row[fare]) for row in edited if row[fare]), rel=1e-6)
+
+
+def test_a_curated_schema_with_the_files_own_names_is_refused(tmp_path):
+  data = write_csv(tmp_path / 'd.csv', ['Trip Miles', 'fare'],
+                   [['1', '5'], ['2', '6']])
+  schema = tmp_path / 'schema.pbtxt'
+  schema.write_text('feature { name: "Trip Miles" type: FLOAT }\n'
+                    'feature { name: "fare" type: FLOAT }\n')
+  with pytest.raises(input_check.InputError, match=re.escape(
+      "features the data does not have: Trip Miles (the schema names "
+      "columns as the file does; the model names them: 'Trip Miles' is "
+      "'Trip_Miles')")):
+    input_check.check_input(_config(tmp_path, data, schema=str(schema)))
+  schema.write_text(schema.read_text().replace('"Trip Miles"',
+                                               '"Trip_Miles"'))
+  assert input_check.check_input(_config(tmp_path, data, schema=str(schema)))
