@@ -54,7 +54,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import (IO, Dict, Iterator, List, Mapping, Optional, Sequence,
+from typing import (IO, Dict, Iterator, List, Optional, Sequence,
                     Tuple)
 
 import pyarrow as pa
