@@ -588,8 +588,8 @@ def check_input(config: PipelineConfig) -> InputReport:
   compressions = set()
   profile: Optional[_ColumnProfile] = None
   # The column profile (Arrow, mostly without the GIL) runs beside this
-  # pass over the records (Python): on two cores, the gate takes about as
-  # long as the record pass alone.
+  # pass over the records (Python), so on two cores much of it overlaps
+  # (BENCHMARKS.md, data gate).
   pool = concurrent.futures.ThreadPoolExecutor(1)
   profiled = []
   try:
