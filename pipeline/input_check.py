@@ -371,8 +371,6 @@ def _resolved_settings(config: PipelineConfig, path: Path,
     raise InputError(f'the label {config.data.label!r} is also excluded')
   # The transformed features sit beside the label in one mapping (see
   # components/preprocessing.py): the label may not take one of their names.
-  if config.data.schema:
-    _check_schema(config.data.schema, header, names)
   if label in (features.CATEGORIES, features.NUMBERS):
     raise InputError(
         f'{path}: the label column {config.data.label!r} is named as a '
@@ -615,6 +613,8 @@ def check_input(config: PipelineConfig) -> InputReport:
         check_header(path, header)
         names = feature_names(header)
         resolved = _resolved_settings(config, path, header, names)
+        if config.data.schema:
+          _check_schema(config.data.schema, header, names)
         label_index = names.index(resolved['label'])
         profile = _ColumnProfile(names, na_values)
       elif file_header != header:
