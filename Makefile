@@ -15,9 +15,9 @@ PYTHON310 := $(shell \
   if python3.10 -c '' >/dev/null 2>&1; then command -v python3.10; \
   else ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.10*/bin/python 2>/dev/null | sort -V | tail -n 1; fi)
 
-.PHONY: run test lock clean-output
+.PHONY: run test test-fast lock clean-output
 
-$(INSTALLED): setup.py requirements/lock.txt
+$(INSTALLED): setup.py pyproject.toml requirements/lock.txt
 	@test -n "$(PYTHON310)" || { echo 'error: Python 3.10 not found (python3.10 on PATH or pyenv 3.10.x)' >&2; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON310) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
@@ -27,8 +27,13 @@ $(INSTALLED): setup.py requirements/lock.txt
 run: $(INSTALLED)
 	$(BIN)/tfx-e2e run $(ARGS)
 
+# The whole suite (what CI runs).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the end-to-end tests (marker `e2e`).
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
 # Re-resolve the pinned environment after changing setup.py's requirements.
 lock:

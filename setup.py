@@ -1,15 +1,26 @@
-"""Installable package: the pipeline (`pipeline`) and its module code (`components`)."""
+"""Installable package: one top-level package, `tfx_e2e`.
 
-from setuptools import find_packages, setup
+The repository's folders are the package's rooms, in the order data flows:
+`pipeline/` (configuration, definition, input check, runners),
+`components/` (module code; `components/executors/` the fast executors),
+`serving/` and `inference/` (what consumes the pushed model) and `reports/`
+(results and reports), with `cli/` the command line over them all.
+"""
+
+from setuptools import setup
+
+ROOMS = ['pipeline', 'components', 'components/executors', 'serving',
+         'inference', 'reports', 'cli']
 
 setup(
     name='tfx-e2e',
     version='0.1.0',
     description='End-to-end TFX pipeline on Apache Beam: CSV to TF Serving.',
     python_requires='>=3.10,<3.11',
-    packages=find_packages(include=['pipeline', 'pipeline.*',
-                                    'components', 'components.*',
-                                    'serving', 'serving.*']),
+    # `tfx_e2e` itself is an implicit namespace: it has no folder of its own.
+    packages=['tfx_e2e.' + room.replace('/', '.') for room in ROOMS],
+    package_dir={'tfx_e2e.' + room.replace('/', '.'): room for room in ROOMS},
+    package_data={'tfx_e2e.serving': ['openapi.yaml']},
     install_requires=[
         'tfx[kfp]==1.16.0',
         'apache-beam[gcp]==2.59.0',
@@ -21,5 +32,5 @@ setup(
     # pycurl: bench/serving_bench.py's C HTTP client (libcurl).
     extras_require={'test': ['pytest', 'hypothesis', 'schemathesis',
                              'pycurl']},
-    entry_points={'console_scripts': ['tfx-e2e=pipeline.cli:main']},
+    entry_points={'console_scripts': ['tfx-e2e=tfx_e2e.cli:main']},
 )

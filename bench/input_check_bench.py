@@ -26,8 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.pipeline_bench import make_data  # noqa: E402
-from pipeline import input_check  # noqa: E402
-from pipeline.config import PipelineConfig  # noqa: E402
+from tfx_e2e.pipeline import environment  # noqa: E402
+environment.configure()  # before anything imports TensorFlow
+from tfx_e2e.pipeline import input_check  # noqa: E402
+from tfx_e2e.pipeline.config import PipelineConfig  # noqa: E402
 
 
 def _module_at(rev: str, work: Path):

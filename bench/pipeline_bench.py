@@ -36,8 +36,10 @@ from typing import List, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import BUNDLED_TAXI_CSV  # noqa: E402  (environment first)
-from pipeline.results import latest_component_runs  # noqa: E402
+from tfx_e2e.pipeline import environment  # noqa: E402
+environment.configure()  # before anything imports TensorFlow
+from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV  # noqa: E402
+from tfx_e2e.reports.results import latest_component_runs  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import psutil  # noqa: E402

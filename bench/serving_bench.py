@@ -29,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import PipelineConfig  # noqa: E402  (environment first)
-from pipeline.prediction import latest_version_dir  # noqa: E402
+from tfx_e2e.pipeline import environment  # noqa: E402
+environment.configure()  # before anything imports TensorFlow
+from tfx_e2e.pipeline.config import PipelineConfig  # noqa: E402
+from tfx_e2e.inference.prediction import latest_version_dir  # noqa: E402
 import grpc  # noqa: E402
 import pycurl  # noqa: E402
 import tensorflow as tf  # noqa: E402

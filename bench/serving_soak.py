@@ -162,7 +162,7 @@ def main() -> None:
                       help='new versions pushed, evenly spaced')
   parser.add_argument('--model_base_path', default='output/serving/taxi_fare')
   args = parser.parse_args()
-  from pipeline.prediction import latest_version_dir
+  from tfx_e2e.inference.prediction import latest_version_dir
   model_dir = Path(latest_version_dir(args.model_base_path))
   with tempfile.TemporaryDirectory() as work:
     result = soak(model_dir, Path(work), args.requests, args.clients,

@@ -33,7 +33,9 @@ from typing import Dict, NamedTuple, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.results import latest_component_runs  # noqa: E402  (environment first)
+from tfx_e2e.pipeline import environment  # noqa: E402
+environment.configure()  # before anything imports TensorFlow
+from tfx_e2e.reports.results import latest_component_runs  # noqa: E402
 import numpy as np  # noqa: E402
 
 SEED = 20261129
@@ -102,7 +104,7 @@ def run_pipeline(data: Path, output: Path, log: Path, timeout: float,
   # from the checkout's directory: `python -c` puts its working directory
   # first on sys.path (tfx-e2e, a script, puts its own directory there).
   module = subprocess.run(
-      [sys.executable, '-c', 'import components.preprocessing as p; '
+      [sys.executable, '-c', 'import tfx_e2e.components.preprocessing as p; '
        'print(p.__file__)'], env=env, cwd=log.parent, check=True,
       capture_output=True, text=True).stdout.strip()
   started = time.monotonic()

@@ -28,7 +28,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.tfxio import dataset_util
 
-from components import features
+from tfx_e2e.components import features
 
 PREDICTION_KEY = 'outputs'
 EXAMPLES_KEY = 'inputs'

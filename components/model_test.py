@@ -21,9 +21,9 @@ from tfx.components.trainer import fn_args_utils
 from tfx.components.util import tfxio_utils
 from tfx.types import standard_artifacts
 
-from components import features
-from components import model
-from components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
+from tfx_e2e.components import features
+from tfx_e2e.components import model
+from tfx_e2e.components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
 
 LABEL = 'fare'
 CUSTOM_CONFIG = features.make_custom_config(

@@ -23,7 +23,7 @@ from typing import Any, Dict, Mapping
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
+from tfx_e2e.components import features
 
 
 # tf.Transform traces preprocessing_fn as a TF1 graph rather than as a

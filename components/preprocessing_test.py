@@ -11,9 +11,9 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
-from components import features
-from components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
-from components.preprocessing import NUMBERS, Z_SCORE_LIMIT
+from tfx_e2e.components import features
+from tfx_e2e.components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
+from tfx_e2e.components.preprocessing import NUMBERS, Z_SCORE_LIMIT
 
 CUSTOM_CONFIG = features.make_custom_config(
     label='fare', exclude_features=['trip_id'],

@@ -25,7 +25,7 @@ BUNDLED_TAXI_CSV = REPO_ROOT / 'data' / 'taxi' / 'data.csv'
 _PIPELINE_NAME = re.compile(r'[a-z0-9][a-z0-9-]{0,127}')
 _MODEL_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,127}')
 ORCHESTRATORS = ('local', 'beam')
-# components.model.run_fn's fitting methods.
+# tfx_e2e.components.model.run_fn's fitting methods.
 SOLVERS = ('least_squares', 'sgd')
 
 
@@ -172,6 +172,11 @@ class BeamConfig:
   job_endpoint: str = 'localhost:8099'
   # Appended after the profile's options.
   extra_args: List[str] = dataclasses.field(default_factory=list)
+  # This project's faster executors for CsvExampleGen, StatisticsGen,
+  # Transform and the Evaluator (components/executors/). False builds TFX's
+  # stock components; they are used anyway when the installed TFX libraries
+  # are not the versions the fast paths were written for.
+  fast_paths: bool = True
 
 
 @dataclasses.dataclass

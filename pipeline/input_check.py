@@ -61,8 +61,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from components import features
-from pipeline.config import (DEFAULT_NA_VALUES, FILE_PATTERN_CHARS,
+from tfx_e2e.components import features
+from tfx_e2e.pipeline.config import (DEFAULT_NA_VALUES, FILE_PATTERN_CHARS,
                              PipelineConfig)
 
 

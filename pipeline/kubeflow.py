@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Dict, Optional
 from unittest import mock
 
-from pipeline.config import ConfigError, PipelineConfig
+from tfx_e2e.pipeline.config import ConfigError, PipelineConfig
 
 TARGET_SUFFIXES = {'kubeflow': ('.yaml', '.yml'), 'vertex': ('.json',)}
 
@@ -38,7 +38,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
   # Imported here: TensorFlow and the KFP SDK load slowly.
   from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
   from tfx.orchestration.kubeflow.v2 import compiler_utils  # pylint: disable=import-outside-toplevel
-  from pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
 
   path = Path(output_file)
   if target not in TARGET_SUFFIXES:

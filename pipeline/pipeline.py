@@ -1,25 +1,32 @@
 """The TFX pipeline: components and their wiring, nothing else.
 
-Every runner (local, Beam, and later Kubeflow) builds its pipeline here from
-the one `PipelineConfig`.
+Every runner (local, Beam, Kubeflow) builds its pipeline here from the one
+`PipelineConfig`. With `beam.fast_paths` on, CsvExampleGen, StatisticsGen,
+Transform and the Evaluator run this project's faster executors
+(components/executors/); off, TFX's stock ones.
 """
 
 import hashlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 from google.protobuf import wrappers_pb2
 import tensorflow_model_analysis as tfma
 # Each class from its module, not `from tfx import v1`: that also imports
 # every TFX extension (Google Cloud clients, KFP), ~2.4 s a run.
+from tfx.components.evaluator.component import Evaluator
+from tfx.components.example_gen.csv_example_gen.component import (
+    CsvExampleGen)
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.component import SchemaGen
 from tfx.components.schema_gen.import_schema_gen.component import (
     ImportSchemaGen)
+from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
+from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.experimental.conditionals.conditional import Cond
@@ -34,16 +41,15 @@ from tfx.proto import trainer_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
-from components import atomic_pusher
-from components import csv_example_gen
-from components import examples_io
-from components import features
-from components import metrics
-from components import preprocessing
-from pipeline.config import PipelineConfig
+from tfx_e2e.components import executors
+from tfx_e2e.components import features
+from tfx_e2e.components import metrics
+from tfx_e2e.components import preprocessing
+from tfx_e2e.components.executors import atomic_pusher
+from tfx_e2e.pipeline.config import PipelineConfig
 
-PREPROCESSING_FN = 'components.preprocessing.preprocessing_fn'
-RUN_FN = 'components.model.run_fn'
+PREPROCESSING_FN = 'tfx_e2e.components.preprocessing.preprocessing_fn'
+RUN_FN = 'tfx_e2e.components.model.run_fn'
 # Component ids, as they appear in MLMD, logs and the summary.
 EXAMPLE_GEN = 'CsvExampleGen'
 STATISTICS_GEN = 'StatisticsGen'
@@ -55,8 +61,6 @@ RESOLVER = 'latest_blessed_model_resolver'
 EVALUATOR = 'Evaluator'
 PUSHER = 'Pusher'
 
-
-TARGETS = ('local', 'kubeflow')
 # Where a component's properties hold the digest of its code: a key of
 # Transform's and Trainer's custom_config, an argument of every metric.
 CODE_DIGEST = 'code_sha256'
@@ -78,6 +82,41 @@ def _code_digest(*modules: str) -> str:
 
 def _module(function: str) -> str:
   return function.rpartition('.')[0]
+
+
+class Implementation(NamedTuple):
+  """The component classes of the Beam-based steps, stock or fast."""
+  example_gen: type
+  statistics_gen: type
+  transform: type
+  evaluator: type
+  # The Evaluator's `module_path` (its custom_extractors), or None.
+  extractors: Optional[str]
+  # The modules whose code each step runs, beyond TFX's: in its cache key.
+  example_gen_code: Tuple[str, ...]
+  examples_code: Tuple[str, ...]  # what StatisticsGen, Transform and the
+  # Evaluator read examples with
+
+
+STOCK = Implementation(CsvExampleGen, StatisticsGen, Transform, Evaluator,
+                       extractors=None, example_gen_code=(), examples_code=())
+
+
+def implementation(config: PipelineConfig) -> Implementation:
+  """The fast executors if `beam.fast_paths` is on and they fit the
+  installed libraries (see components/executors/), else TFX's stock ones."""
+  if not (config.beam.fast_paths and executors.usable()):
+    return STOCK
+  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.components.executors import csv_example_gen
+  from tfx_e2e.components.executors import examples_io
+  from tfx_e2e.components.executors import extractors
+  return Implementation(
+      csv_example_gen.CsvExampleGen, examples_io.StatisticsGen,
+      examples_io.Transform, examples_io.Evaluator,
+      extractors=extractors.__name__,
+      example_gen_code=(csv_example_gen.__name__, examples_io.__name__),
+      examples_code=(examples_io.__name__,))
 
 
 class Placement(NamedTuple):
@@ -163,7 +202,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   """TFMA metrics, slices and the blessing gates (BLESSING_GATES) that
   config.evaluation turns on, each its own threshold so that the validation
   result names the one that failed."""
-  # By class name: TFX's module loading may have imported components.metrics
+  # By class name: TFX's module loading may have imported tfx_e2e.components.metrics
   # again since, with new classes.
   gates = {}
   for gate in BLESSING_GATES:
@@ -172,7 +211,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       gates.setdefault(gate.metric.__name__, []).append(
           tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
                                        threshold=gate_threshold(gate, value)))
-  metric_arguments = json.dumps({CODE_DIGEST: _code_digest(metrics.__name__)})
+  extractors = implementation(config).extractors
+  metric_arguments = json.dumps({CODE_DIGEST: _code_digest(
+      metrics.__name__, *([extractors] if extractors else []))})
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
           # The signature that takes serialized tf.Examples (raw features).
@@ -196,22 +237,22 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       options=tfma.Options(include_default_metrics={'value': False}))
 
 
-def _model_components(config: PipelineConfig, where: Placement, example_gen,
-                      schema_gen) -> List:
+def _model_components(config: PipelineConfig, where: Placement,
+                      steps: Implementation, example_gen, schema_gen) -> List:
   """Transform, Trainer, Resolver, Evaluator and Pusher."""
   custom_config = features.make_custom_config(
       label=config.data.label,
       exclude_features=config.data.exclude_features,
       categorical_features=config.data.categorical_features,
       oov_buckets=config.training.oov_buckets)
-  transform = examples_io.Transform(
+  transform = steps.transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config=dict(custom_config, **{
           CODE_DIGEST: _code_digest(_module(PREPROCESSING_FN),
                                     features.__name__,
-                                    examples_io.__name__)}),
+                                    *steps.examples_code)}),
       # StatisticsGen and ExampleValidator have covered the raw data; the
       # pre- and post-transform statistics would be two more TFDV passes
       # that nothing reads.
@@ -239,12 +280,12 @@ def _model_components(config: PipelineConfig, where: Placement, example_gen,
       model=Channel(type=standard_artifacts.Model),
       model_blessing=Channel(type=standard_artifacts.ModelBlessing),
   ).with_id(RESOLVER)
-  evaluator = examples_io.Evaluator(
+  evaluator = steps.evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
       eval_config=eval_config(config),
-      module_path=metrics.__name__)  # its custom_extractors
+      module_path=steps.extractors)  # its custom_extractors
   pusher = Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
@@ -271,14 +312,15 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
     The TFX pipeline.
   """
   where = placement(config, target)
+  steps = implementation(config)
   input_base, pattern = csv_input(where.data_path)
   # The digest of its executor's code (and of the columns files' format),
   # and of the input, in the only free-form property.
   example_gen_code = example_gen_pb2.CustomConfig()
   example_gen_code.custom_config.Pack(wrappers_pb2.StringValue(
-      value=_code_digest(csv_example_gen.__name__, examples_io.__name__) +
+      value=_code_digest(*steps.example_gen_code) +
       (f' input {input_digest}' if input_digest else '')))
-  example_gen = csv_example_gen.CsvExampleGen(
+  example_gen = steps.example_gen(
       input_base=input_base,
       custom_config=example_gen_code,
       input_config=example_gen_pb2.Input(splits=[
@@ -290,7 +332,7 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
               example_gen_pb2.SplitConfig.Split(
                   name='eval', hash_buckets=config.split.eval_buckets),
           ])))
-  statistics_gen = examples_io.StatisticsGen(
+  statistics_gen = steps.statistics_gen(
       examples=example_gen.outputs['examples'])
   if config.data.schema:
     schema_gen = ImportSchemaGen(
@@ -307,7 +349,7 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
 
   components = [example_gen, statistics_gen, schema_gen, example_validator]
   if config.allow_anomalies:
-    components += _model_components(config, where, example_gen,
+    components += _model_components(config, where, steps, example_gen,
                                       schema_gen)
   else:
     # The data gate: nothing downstream runs unless both splits validate.
@@ -316,7 +358,7 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
         .custom_property('blessed')
     with Cond(ph.logical_and(blessed['train'] == 1,
                                      blessed['eval'] == 1)):
-      components += _model_components(config, where, example_gen,
+      components += _model_components(config, where, steps, example_gen,
                                       schema_gen)
 
   return Pipeline(

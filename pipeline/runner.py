@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
-from pipeline import input_check
-from pipeline.config import PipelineConfig, save_run_config
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.pipeline.config import PipelineConfig, save_run_config
 
 if TYPE_CHECKING:
-  from pipeline import results as results_lib
+  from tfx_e2e.reports import results as results_lib
 
 # Exit codes of `tfx-e2e run` (documented in the README).
 EXIT_PUSHED = 0
@@ -68,7 +68,7 @@ def cancel_abandoned_executions(metadata_path: str) -> int:
   if not Path(metadata_path).is_file():
     return 0
   from ml_metadata.proto import metadata_store_pb2
-  from pipeline.results import open_store
+  from tfx_e2e.reports.results import open_store
   store = open_store(metadata_path, writable=True)
   abandoned = [e for e in store.get_executions()
                if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
@@ -195,8 +195,8 @@ def run(config: PipelineConfig,
 def _run(config: PipelineConfig, report: input_check.InputReport,
          progress: Callable[..., None]) -> RunOutcome:
   # Imported here: they load TensorFlow, which `--help` and bad input need not.
-  from pipeline import results as results_lib
-  from pipeline.pipeline import create_pipeline
+  from tfx_e2e.reports import results as results_lib
+  from tfx_e2e.pipeline.pipeline import create_pipeline
 
   profile = config.beam_profile(report.rows)
   tfx_pipeline = create_pipeline(dataclasses.replace(

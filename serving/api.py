@@ -14,9 +14,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
 
-from serving.errors import Code, ServingError
-from serving.inference import Inference
-from serving.models import ModelManager, Servable
+from tfx_e2e.serving.errors import Code, ServingError
+from tfx_e2e.serving.inference import Inference
+from tfx_e2e.serving.models import ModelManager, Servable
 
 _STATE = get_model_status_pb2.ModelVersionStatus.State
 

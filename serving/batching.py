@@ -17,7 +17,7 @@ from typing import Callable, Dict, Hashable, List, Optional
 
 import numpy as np
 
-from serving.errors import ServingError
+from tfx_e2e.serving.errors import ServingError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,9 +14,9 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
-from serving import api
-from serving.errors import Code, ServingError
-from serving.models import DEFAULT_SIGNATURE
+from tfx_e2e.serving import api
+from tfx_e2e.serving.errors import Code, ServingError
+from tfx_e2e.serving.models import DEFAULT_SIGNATURE
 
 
 def _version(model_spec) -> Optional[int]:

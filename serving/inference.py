@@ -12,9 +12,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from serving.batching import Batcher
-from serving.errors import Code, ServingError
-from serving.models import DEFAULT_SIGNATURE, Servable
+from tfx_e2e.serving.batching import Batcher
+from tfx_e2e.serving.errors import Code, ServingError
+from tfx_e2e.serving.models import DEFAULT_SIGNATURE, Servable
 
 PREDICT = tf.saved_model.PREDICT_METHOD_NAME
 REGRESS = tf.saved_model.REGRESS_METHOD_NAME

@@ -24,8 +24,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving.errors import Code, ServingError
-from serving.model_config import ModelConfig
+from tfx_e2e.serving.errors import Code, ServingError
+from tfx_e2e.serving.model_config import ModelConfig
 
 _log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import orjson
 import tensorflow as tf
 from tornado import httputil
 
-from serving import api
-from serving.errors import Code, ServingError
+from tfx_e2e.serving import api
+from tfx_e2e.serving.errors import Code, ServingError
 
 _PATH = re.compile(
     r'/v1/models/(?P<name>[^/:]+)'

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import api, inference, rest
-from serving.errors import ServingError
+from tfx_e2e.serving import api, inference, rest
+from tfx_e2e.serving.errors import ServingError
 
 
 def test_rows_become_columns_in_row_order():

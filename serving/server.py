@@ -21,7 +21,7 @@ from typing import List, Optional
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.model_config import ModelConfig, VersionPolicy
+from tfx_e2e.serving.model_config import ModelConfig, VersionPolicy
 
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -101,7 +101,7 @@ def model_configs(args, default_name: str,
 
 
 def batching_parameters(args):
-  from serving.batching import BatchingParameters  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving.batching import BatchingParameters  # pylint: disable=import-outside-toplevel
   if args.enable_batching.lower() not in ('true', '1', 'yes'):
     return None
   if not args.batching_parameters_file:
@@ -165,10 +165,10 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
   import tornado.httpserver  # pylint: disable=import-outside-toplevel
   import tornado.ioloop  # pylint: disable=import-outside-toplevel
 
-  from serving import api, grpc_service, rest  # pylint: disable=import-outside-toplevel
-  from serving.batching import Batcher  # pylint: disable=import-outside-toplevel
-  from serving.inference import Inference  # pylint: disable=import-outside-toplevel
-  from serving.models import ModelManager  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving import api, grpc_service, rest  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving.batching import Batcher  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving.inference import Inference  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving.models import ModelManager  # pylint: disable=import-outside-toplevel
 
   parameters = batching_parameters(args)
   manager = ModelManager(configs, args.file_system_poll_wait_seconds)

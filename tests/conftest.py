@@ -8,9 +8,8 @@ from typing import List, NamedTuple
 
 import pytest
 
-import pipeline  # noqa: F401  (sets the Keras/TensorFlow environment first)
-from pipeline import cli
-from pipeline.config import BUNDLED_TAXI_CSV, PipelineConfig
+from tfx_e2e import cli
+from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV, PipelineConfig
 
 TESTS_DATA = Path(__file__).parent / 'data'
 PENGUINS_CSV = TESTS_DATA / 'penguins.csv'

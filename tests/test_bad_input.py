@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import runner
+from tfx_e2e.pipeline import runner
 from tests.conftest import run_cli, write_csv
 
 HEADER = ['miles', 'payment', 'fare']

@@ -17,9 +17,9 @@ import pytest
 import requests
 import tensorflow as tf
 
-from pipeline import batch_predict
-from pipeline import prediction
-from pipeline.config import BUNDLED_TAXI_CSV
+from tfx_e2e.inference import batch_predict
+from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV
 from tests.conftest import read_csv, run_cli, write_csv
 from tests.serving_support import serving_copy
 

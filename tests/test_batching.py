@@ -5,8 +5,8 @@ import threading
 
 import numpy as np
 
-from serving.batching import Batcher, BatchingParameters
-from serving.errors import Code, ServingError
+from tfx_e2e.serving.batching import Batcher, BatchingParameters
+from tfx_e2e.serving.errors import Code, ServingError
 
 
 def _double(calls):

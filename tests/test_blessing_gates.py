@@ -13,10 +13,10 @@ import pytest
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 
-from pipeline import cli
-from pipeline import runner
-from pipeline.config import ConfigError, PipelineConfig, load_config
-from pipeline.results import OVERALL, R_SQUARED, RMSE, load_run_results
+from tfx_e2e.cli import commands as cli
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import ConfigError, PipelineConfig, load_config
+from tfx_e2e.reports.results import OVERALL, R_SQUARED, RMSE, load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
 
 PRICE_COLUMNS = ['trip_miles', 'trip_seconds', 'payment_type', 'company']

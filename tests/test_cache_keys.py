@@ -11,8 +11,8 @@ import sys
 import pytest
 from tfx.dsl.compiler import compiler
 
-from pipeline import pipeline as pipeline_def
-from pipeline.config import load_config
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline.config import load_config
 
 
 def _properties():
@@ -23,13 +23,13 @@ def _properties():
 
 
 @pytest.mark.parametrize('module, components', [
-    ('components.csv_example_gen', {pipeline_def.EXAMPLE_GEN}),
-    ('components.preprocessing', {pipeline_def.TRANSFORM}),
-    ('components.examples_io', {pipeline_def.EXAMPLE_GEN,
+    ('tfx_e2e.components.executors.csv_example_gen', {pipeline_def.EXAMPLE_GEN}),
+    ('tfx_e2e.components.preprocessing', {pipeline_def.TRANSFORM}),
+    ('tfx_e2e.components.executors.examples_io', {pipeline_def.EXAMPLE_GEN,
                                 pipeline_def.TRANSFORM}),
-    ('components.model', {pipeline_def.TRAINER}),
-    ('components.features', {pipeline_def.TRANSFORM, pipeline_def.TRAINER}),
-    ('components.metrics', {pipeline_def.EVALUATOR}),
+    ('tfx_e2e.components.model', {pipeline_def.TRAINER}),
+    ('tfx_e2e.components.features', {pipeline_def.TRANSFORM, pipeline_def.TRAINER}),
+    ('tfx_e2e.components.metrics', {pipeline_def.EVALUATOR}),
 ])
 def test_an_edit_to_module_code_changes_its_components_cache_keys(
     module, components, tmp_path, monkeypatch):

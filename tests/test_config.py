@@ -2,9 +2,9 @@
 
 import pytest
 
-from pipeline import cli
-from pipeline import config as config_lib
-from pipeline.config import (BUNDLED_TAXI_CSV, ConfigError, PipelineConfig,
+from tfx_e2e.cli import commands as cli
+from tfx_e2e.pipeline import config as config_lib
+from tfx_e2e.pipeline.config import (BUNDLED_TAXI_CSV, ConfigError, PipelineConfig,
                              load_config, parse_overrides)
 
 

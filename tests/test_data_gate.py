@@ -3,10 +3,10 @@
 import pytest
 import tensorflow_data_validation as tfdv
 
-from pipeline import pipeline as pipeline_def
-from pipeline import runner
-from pipeline.config import PipelineConfig
-from pipeline.results import load_run_results
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports.results import load_run_results
 from tests.conftest import PENGUINS_CSV, run_cli
 
 GATED = (pipeline_def.TRANSFORM, pipeline_def.TRAINER, pipeline_def.RESOLVER,

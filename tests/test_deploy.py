@@ -11,8 +11,8 @@ import pytest
 from tensorflow_serving.config import model_server_config_pb2
 import yaml
 
-from pipeline.config import REPO_ROOT, PipelineConfig
-from pipeline.pipeline import placement
+from tfx_e2e.pipeline.config import REPO_ROOT, PipelineConfig
+from tfx_e2e.pipeline.pipeline import placement
 
 SERVING = REPO_ROOT / 'deploy' / 'serving'
 KINDS = {'Deployment': 'V1Deployment', 'Service': 'V1Service',

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 import numpy as np
 import tensorflow as tf
 
-from components import csv_example_gen
-from pipeline import input_check, prediction, runner
-from pipeline.config import PipelineConfig, DataConfig
+from tfx_e2e.components.executors import csv_example_gen
+from tfx_e2e.pipeline import input_check, runner
+from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline.config import PipelineConfig, DataConfig
 from tests.conftest import read_csv, run_cli, write_csv
 
 COLUMNS = ['fare', 'trip_miles', 'payment_type', 'trip_seconds']

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from pipeline.config import DataConfig, PipelineConfig
-from pipeline.input_check import InputError, prepare_input
-from pipeline.input_check import check_input as _check_input
+from tfx_e2e.pipeline.config import DataConfig, PipelineConfig
+from tfx_e2e.pipeline.input_check import InputError, prepare_input
+from tfx_e2e.pipeline.input_check import check_input as _check_input
 
 
 def check_input(config):

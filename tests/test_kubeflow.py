@@ -10,8 +10,8 @@ import pytest
 from tfx.dsl.compiler import compiler
 import yaml
 
-from pipeline import pipeline as pipeline_def
-from pipeline.config import load_config
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline.config import load_config
 from tests.conftest import run_cli
 
 IMAGE = 'registry.example/tfx-e2e:test'
@@ -90,8 +90,8 @@ def test_image_beam_profile_paths_and_module_code(compiled):
     assert '--direct_running_mode=multi_processing' in args
     assert '--direct_num_workers=0' in args
   text = yaml.safe_dump(spec)
-  assert 'components.preprocessing.preprocessing_fn' in text
-  assert 'components.model.run_fn' in text
+  assert 'tfx_e2e.components.preprocessing.preprocessing_fn' in text
+  assert 'tfx_e2e.components.model.run_fn' in text
   assert 'gs://bucket/data' in text
   assert 'gs://bucket/serving/taxi_fare' in text  # the Pusher's destination
 

@@ -14,10 +14,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from pipeline import analysis
-from pipeline.config import REPO_ROOT
-from pipeline.report import write_report
-from pipeline.results import OVERALL, RMSE
+from tfx_e2e.reports import analysis
+from tfx_e2e.pipeline.config import REPO_ROOT
+from tfx_e2e.reports.report import write_report
+from tfx_e2e.reports.results import OVERALL, RMSE
 
 NOTEBOOKS = REPO_ROOT / 'notebooks'
 # What TensorFlow prints when it starts on a machine without a GPU, and the

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features
-from pipeline import input_check, runner
-from pipeline.config import DataConfig, PipelineConfig
-from pipeline.results import load_run_results
+from tfx_e2e.components import features
+from tfx_e2e.pipeline import input_check, runner
+from tfx_e2e.pipeline.config import DataConfig, PipelineConfig
+from tfx_e2e.reports.results import load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
 
 LABEL = 'fare'

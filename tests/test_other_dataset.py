@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import runner
-from pipeline.config import PipelineConfig
-from pipeline.results import OVERALL, RMSE, load_run_results
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import PENGUINS_CSV, run_cli
 
 ARGS = ['run', '--data', str(PENGUINS_CSV), '--label', 'body_mass_g',

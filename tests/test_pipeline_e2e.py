@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import pipeline as pipeline_def
-from pipeline import runner
-from pipeline.config import PipelineConfig
-from pipeline.results import OVERALL, RMSE, load_run_results
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import run_cli
 
 SLICE_FEATURES = ('payment_type', 'trip_start_hour')
@@ -165,10 +165,10 @@ def test_second_run_is_served_from_cache(first_run, taxi_sample, output_dir):
 def test_edited_model_code_reruns_the_trainer(first_run, taxi_sample,
                                               output_dir, tmp_path,
                                               monkeypatch):
-  # components.model with one line added, loaded from its own file in place
+  # tfx_e2e.components.model with one line added, loaded from its own file in place
   # of the original: the Trainer must run the edited code, not reuse the
   # model cached for the old code.
-  original = importlib.import_module('components.model')
+  original = importlib.import_module('tfx_e2e.components.model')
   edited_file = tmp_path / 'model.py'
   edited_file.write_text(Path(original.__file__).read_text() + '\n# Edit.\n')
   spec = importlib.util.spec_from_file_location(original.__name__,

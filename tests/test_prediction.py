@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import input_check, prediction
-from pipeline.config import DataConfig, PipelineConfig, save_run_config
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline.config import DataConfig, PipelineConfig, save_run_config
 
 TYPES = {'miles': tf.float32, 'seconds': tf.int64, 'company': tf.string,
          'absent': tf.int64}
@@ -141,7 +142,7 @@ def test_a_header_that_makes_one_input_of_two_columns_is_refused():
 def test_predict_with_a_model_reads_csv_by_its_runs_rules(tmp_path):
   """`--model DIR` alone: the CSV rules (here a marker) come from the run
   that pushed the model, not from ./output."""
-  from pipeline import cli  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.cli import commands as cli  # pylint: disable=import-outside-toplevel
   output = tmp_path / 'run'
   config = PipelineConfig(output_dir=str(output), data=DataConfig(
       na_values=['unknown']))

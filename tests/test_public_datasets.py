@@ -18,9 +18,9 @@ import pytest
 from sklearn import datasets
 import tensorflow as tf
 
-from pipeline import runner
-from pipeline.config import PipelineConfig
-from pipeline.results import OVERALL, RMSE, load_run_results
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import runner
-from pipeline.config import PipelineConfig
-from pipeline.results import open_store
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports.results import open_store
 from tests.conftest import run_cli
 
 EXAMPLE_GEN, TRANSFORM, TRAINER, EVALUATOR = (

@@ -5,8 +5,8 @@ import dataclasses
 
 from tfx.orchestration.portable import launcher
 
-from pipeline import runner
-from pipeline.config import PipelineConfig
+from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline.config import PipelineConfig
 from tests.conftest import read_csv, write_csv
 
 

@@ -21,9 +21,9 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
-from pipeline import pipeline as pipeline_def
-from pipeline.config import PipelineConfig
-from pipeline.results import load_run_results
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports.results import load_run_results
 from tests.serving_support import OWN, REAL, running_server
 
 MODEL = 'taxi_fare'
@@ -192,7 +192,7 @@ def test_rest_regress_with_context(server, local_model, examples):
       f'{server.rest}/v1/models/{MODEL}:regress',
       json={'context': context, 'examples': request_examples}, timeout=10)
   assert response.status_code == 200, response.text
-  from serving.api import example_from_features
+  from tfx_e2e.serving.api import example_from_features
   expected = _local_examples(local_model, [
       example_from_features(row, 'x').SerializeToString()
       for row in features])

@@ -236,7 +236,7 @@ def test_a_following_stream_skips_a_version_that_does_not_load(
     taxi_pushed_model, tmp_path):
   """The stream's model watch: of two new versions, the newer broken, it
   swaps to the one that loads (and did not before: it stayed on v1)."""
-  from pipeline import prediction  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.inference import prediction  # pylint: disable=import-outside-toplevel
   base = tmp_path / MODEL
   base.mkdir()
   push_version(taxi_pushed_model, base, 1)

@@ -22,8 +22,8 @@ from apache_beam.transforms import window
 import pytest
 import tensorflow as tf
 
-from pipeline import stream_predict
-from pipeline.config import BUNDLED_TAXI_CSV, StreamConfig
+from tfx_e2e.inference import stream_predict
+from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV, StreamConfig
 from tests.conftest import read_csv, write_csv
 
 PANES = []  # (window start, pane timing, count), as WriteWindow emitted them

@@ -18,9 +18,9 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.writers import eval_config_writer
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components import metrics as metrics_lib
-from pipeline import pipeline as pipeline_def
-from pipeline.config import PipelineConfig
+from tfx_e2e.components import metrics as metrics_lib
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline.config import PipelineConfig
 
 OVERALL = 'Overall'
 RMSE = 'root_mean_squared_error'

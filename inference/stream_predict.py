@@ -55,9 +55,9 @@ from apache_beam.utils.timestamp import Duration, MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 import tensorflow as tf
 
-from pipeline import input_check
-from pipeline import prediction
-from pipeline.config import StreamConfig
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline.config import StreamConfig
 
 METRICS_NAMESPACE = 'tfx_e2e_stream'
 STOP_FILE = 'STOP'

@@ -26,8 +26,8 @@ import pyarrow.csv as pa_csv
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from pipeline import input_check
-from serving.models import load_newest_version, VersionWatch
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.serving.models import load_newest_version, VersionWatch
 
 _log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _load_for_prediction(model_dir: str):
 
 def pick_version(base_path: str) -> Tuple[str, Dict[int, str]]:
   """The newest version under a model base path that loads, as `serve`
-  picks it (serving.models.VersionWatch's rule).
+  picks it (tfx_e2e.serving.models.VersionWatch's rule).
 
   Returns:
     (its directory, {newer version skipped: why}).
@@ -384,7 +384,7 @@ def counter_value(result, namespace: str, name: str) -> int:
 class _LiveModel:
   """The loaded model version. With a base path, a background thread looks
   every `poll_seconds` and swaps in the newest newer version that is ready
-  and loads, by the rule `serve` follows (serving.models.VersionWatch);
+  and loads, by the rule `serve` follows (tfx_e2e.serving.models.VersionWatch);
   inference never waits for a load."""
 
   def __init__(self, model_dir: str, base_path: Optional[str],

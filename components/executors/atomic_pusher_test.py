@@ -11,7 +11,7 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components import atomic_pusher
+from tfx_e2e.components.executors import atomic_pusher
 
 
 @pytest.fixture

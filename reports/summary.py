@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from pipeline import input_check
-from pipeline import results as results_lib
-from pipeline.runner import RunOutcome
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.reports import results as results_lib
+from tfx_e2e.pipeline.runner import RunOutcome
 
 # Per sliced feature, the summary shows the largest slices; all are in MLMD.
 MAX_SLICES_PER_FEATURE = 12

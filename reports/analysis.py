@@ -90,9 +90,9 @@ import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
 
 tf.get_logger().addFilter(_NoDeprecationNotes())
 
-from pipeline import pipeline as pipeline_def  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline import results as results_lib  # noqa: E402  pylint: disable=wrong-import-position
-from pipeline.config import PipelineConfig  # noqa: E402  pylint: disable=wrong-import-position
+from tfx_e2e.pipeline import pipeline as pipeline_def  # noqa: E402  pylint: disable=wrong-import-position
+from tfx_e2e.reports import results as results_lib  # noqa: E402  pylint: disable=wrong-import-position
+from tfx_e2e.pipeline.config import PipelineConfig  # noqa: E402  pylint: disable=wrong-import-position
 
 SPLITS = ('train', 'eval')
 
@@ -100,7 +100,7 @@ SPLITS = ('train', 'eval')
 def load(output_dir: str):
   """(config, results) of the latest run in `output_dir`, as it was
   configured (the run records its configuration there)."""
-  from pipeline import config as config_lib  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.pipeline import config as config_lib  # pylint: disable=import-outside-toplevel
   config = config_lib.load_config(config_lib.run_config_file(output_dir),
                                   {'output_dir': output_dir})
   return config, results_lib.load_run_results(config)

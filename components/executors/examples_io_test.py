@@ -21,9 +21,9 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import record_based_tfxio
 from tfx_bsl.tfxio import tf_example_record
 
-from components import csv_example_gen
-from components import csv_example_gen_test
-from components import examples_io
+from tfx_e2e.components.executors import csv_example_gen
+from tfx_e2e.components.executors import csv_example_gen_test
+from tfx_e2e.components.executors import examples_io
 
 
 def _example(i: int) -> bytes:

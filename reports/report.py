@@ -15,9 +15,9 @@ from typing import List
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from pipeline import analysis
-from pipeline import results as results_lib
-from pipeline.config import PipelineConfig
+from tfx_e2e.reports import analysis
+from tfx_e2e.reports import results as results_lib
+from tfx_e2e.pipeline.config import PipelineConfig
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;

@@ -36,14 +36,13 @@ from google.protobuf import message as protobuf_message
 import numpy as np
 import tensorflow as tf
 
-from pipeline import input_check
-from pipeline import prediction
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.inference import prediction
 
 PREDICTION = 'prediction'
 MODEL_VERSION = 'model_version'
 KEY = 'key'
 METRICS_NAMESPACE = 'tfx_e2e_predict'
-INPUT_FORMATS = ('csv', 'tfrecord')
 
 
 @dataclasses.dataclass(frozen=True)

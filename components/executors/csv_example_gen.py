@@ -65,7 +65,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-from components import examples_io
+from tfx_e2e.components.executors import examples_io
 
 # Bytes of CSV per unit of work: large enough to amortise the per-range
 # cost, small enough to keep the parsed range within tens of MB.

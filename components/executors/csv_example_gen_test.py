@@ -16,7 +16,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 from tfx_bsl.coders import example_coder
 
-from components import csv_example_gen
+from tfx_e2e.components.executors import csv_example_gen
 
 # Empty values in every type, a column of ints with one float (-> float),
 # numbers as text in a string column, quoted commas, CRLF line ends, blank

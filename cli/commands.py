@@ -1,4 +1,4 @@
-"""`tfx-e2e` (and `python -m pipeline`): the command line.
+"""The `tfx-e2e` commands (`tfx_e2e.cli.main` runs them).
 
 Sub-commands share one configuration loader (`--config`, `--set`, and the
 named flags below), so every runner sees the same `PipelineConfig`.
@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from pipeline import config as config_lib
-from pipeline import input_check
-from pipeline import runner
+from tfx_e2e.pipeline import config as config_lib
+from tfx_e2e.pipeline import input_check
+from tfx_e2e.pipeline import runner
 
 EXIT_CODES_HELP = f"""exit codes:
   {runner.EXIT_PUSHED}  a model was blessed and pushed
@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
   with _logs_to_file(log_path, args.verbose):
     outcome = runner.run(config, progress=_print_progress, report=report)
     report_path = _write_report(outcome.config)
-  from pipeline.summary import format_summary
+  from tfx_e2e.reports.summary import format_summary
   print('\n' + format_summary(outcome, str(log_path)), flush=True)
   if report_path:
     print(f'Report: {report_path}', flush=True)
@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _write_report(config: config_lib.PipelineConfig) -> Optional[Path]:
   """The HTML report of the run; a failure here does not fail the run."""
-  from pipeline import report  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.reports import report  # pylint: disable=import-outside-toplevel
   try:
     return report.write_report(config)
   except Exception:  # pylint: disable=broad-except
@@ -219,7 +219,7 @@ def _report(args: argparse.Namespace) -> int:
       f'report-{datetime.datetime.now():%Y%m%d-%H%M%S}.log')
   # TensorFlow's start-up noise goes to the log.
   with _logs_to_file(log_path, args.verbose):
-    from pipeline import report  # pylint: disable=import-outside-toplevel
+    from tfx_e2e.reports import report  # pylint: disable=import-outside-toplevel
     try:
       path = report.write_report(config, args.report_file)
     except (FileNotFoundError, LookupError) as e:
@@ -251,7 +251,7 @@ def _quiet_native_stderr(verbose: bool):
 
 
 def _serve(args: argparse.Namespace) -> int:
-  from serving import server  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving import server  # pylint: disable=import-outside-toplevel
   config = load_config(args)
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                       format='%(asctime)s %(levelname)s %(name)s: %(message)s')
@@ -266,7 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-  from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
   config = load_config(args)
   path = kubeflow.compile_pipeline(config, args.target, args.pipeline_file)
   print(f'Wrote the {args.target} pipeline {config.pipeline_name} to {path} '
@@ -277,7 +277,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
   import tempfile  # pylint: disable=import-outside-toplevel
-  from pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
   config = load_config(args)
   pipeline_file = args.pipeline_file
   if not pipeline_file:
@@ -296,7 +296,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _latest_model(base_path: str) -> str:
   """The newest version under `base_path` that loads (the rule `serve`
   follows too); says which, and which newer ones were skipped and why."""
-  from pipeline import prediction  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.inference import prediction  # pylint: disable=import-outside-toplevel
   try:
     model_dir, skipped = prediction.pick_version(base_path)
   except FileNotFoundError as e:
@@ -328,8 +328,8 @@ def _predict(args: argparse.Namespace) -> int:
   log_path = _predict_log(args.output_prefix)
   # TensorFlow's and Beam's start-up noise goes to the log.
   with _logs_to_file(log_path, args.verbose):
-    from pipeline import batch_predict  # pylint: disable=import-outside-toplevel
-    from pipeline import prediction  # pylint: disable=import-outside-toplevel
+    from tfx_e2e.inference import batch_predict  # pylint: disable=import-outside-toplevel
+    from tfx_e2e.inference import prediction  # pylint: disable=import-outside-toplevel
     model_dir = args.model or _latest_model(config.serving_model_dir)
     options = batch_predict.BatchPredictOptions(
         input_pattern=args.input, output_prefix=args.output_prefix,
@@ -371,7 +371,7 @@ def _stream(args: argparse.Namespace) -> int:
 def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
                    output_dir: Path, log_path: Path) -> int:
   import signal  # pylint: disable=import-outside-toplevel
-  from pipeline import stream_predict  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.inference import stream_predict  # pylint: disable=import-outside-toplevel
   settings = config.stream
   options = stream_predict.StreamOptions(
       input_dir=args.input, output_dir=str(output_dir),
@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
       'API (tensorflow_model_server if installed, else this project\'s '
       'server)')
   _add_config_flags(serve_parser, dataset_flags=False)
-  from serving.server import add_arguments  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving.server import add_arguments  # pylint: disable=import-outside-toplevel
   add_arguments(serve_parser)
   serve_parser.add_argument('-v', '--verbose', action='store_true')
   serve_parser.set_defaults(handler=_serve, reads_run=True)
@@ -602,6 +602,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     print('interrupted', file=sys.stderr)
     return 130
 
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -1,0 +1,1 @@
+"""Offline inference on pushed models: batch and streaming prediction jobs."""
