@@ -95,7 +95,7 @@ def test_console_script_reports_bad_input_without_traceback(tmp_path):
 
 
 def test_module_entry_point_help():
-  completed = subprocess.run([sys.executable, '-m', 'pipeline', 'run',
+  completed = subprocess.run([sys.executable, '-m', 'tfx_e2e.cli', 'run',
                               '--help'], capture_output=True, text=True,
                              timeout=120)
   assert completed.returncode == 0
