@@ -26,7 +26,7 @@ class _Run:
   def __init__(self, args):
     self.output = ''
     self.process = subprocess.Popen(
-        [sys.executable, '-m', 'pipeline', 'run', *args],
+        [sys.executable, '-m', 'tfx_e2e.cli', 'run', *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED='1'))
     self._reader = threading.Thread(target=self._read, daemon=True)
