@@ -10,7 +10,7 @@ The repository's folders are the package's rooms, in the order data flows:
 from setuptools import setup
 
 ROOMS = ['pipeline', 'components', 'components/executors', 'serving',
-         'inference', 'reports', 'cli']
+         'inference', 'reports', 'cli', 'formats']
 
 setup(
     name='tfx-e2e',
