@@ -8,9 +8,9 @@ Kubeflow Pipelines, or a Vertex AI PipelineJob (JSON).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Dict, Optional
-from unittest import mock
+from typing import Dict, Iterator, Optional
 
 from tfx_e2e.pipeline.config import ConfigError, PipelineConfig
 
@@ -18,10 +18,19 @@ TARGET_SUFFIXES = {'kubeflow': ('.yaml', '.yml'), 'vertex': ('.json',)}
 
 
 def _placeholder_to_cel_with_keys(original):
-  """TFX 1.16's KFP v2 compiler drops the key of `placeholder['key']` and
-  writes `[0]`, so the data gate's condition on the per-split `blessed`
-  dictionary of ExampleValidator would test the wrong thing on Kubeflow.
-  This writes `['key']` (CEL map access) and leaves the rest to TFX."""
+  """TFX's KFP v2 compiler drops the key of `placeholder['key']` and writes
+  `[0]`, so the data gate's condition on the per-split `blessed` dictionary
+  of ExampleValidator would test the wrong thing on Kubeflow. This writes
+  `['key']` (CEL map access) and leaves the rest to TFX.
+
+  The function patched: `tfx.orchestration.kubeflow.v2.compiler_utils.
+  placeholder_to_cel`, whose `index_op` branch formats only
+  `IndexOperator.index`. Written for TFX 1.16.0 (with kfp 2.5.0, whose SDK
+  is not involved: the CEL is TFX's own); a later copy of the file seen
+  upstream had the same branch. No upstream issue or pull request reports
+  it (searched the tensorflow/tfx and kubeflow/pipelines trackers); drop
+  this once TFX formats `IndexOperator.key`.
+  """
 
   def placeholder_to_cel(expression):
     if expression.HasField('operator') and expression.operator.WhichOneof(
@@ -31,6 +40,21 @@ def _placeholder_to_cel_with_keys(original):
     return original(expression)
 
   return placeholder_to_cel
+
+
+@contextlib.contextmanager
+def _cel_with_keys(compiler_utils) -> Iterator[None]:
+  """`compiler_utils.placeholder_to_cel` wrapped (see above) while the
+  pipeline compiles, and the original put back afterwards, even on error:
+  the module is TFX's, shared with any other compile in this process.
+  TFX's recursive calls look the name up in the module, so they take the
+  wrapper too."""
+  original = compiler_utils.placeholder_to_cel
+  compiler_utils.placeholder_to_cel = _placeholder_to_cel_with_keys(original)
+  try:
+    yield
+  finally:
+    compiler_utils.placeholder_to_cel = original
 
 
 def compile_pipeline(config: PipelineConfig, target: str,
@@ -52,9 +76,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
           default_image=config.kubeflow.image),
       output_dir=str(path.parent), output_filename=path.name)
-  with mock.patch.object(
-      compiler_utils, 'placeholder_to_cel',
-      _placeholder_to_cel_with_keys(compiler_utils.placeholder_to_cel)):
+  with _cel_with_keys(compiler_utils):
     runner.run(create_pipeline(config, target='kubeflow'))
   return path
 
