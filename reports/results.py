@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from google.protobuf import json_format
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow_model_analysis as tfma
@@ -52,6 +53,8 @@ class ComponentRun:
   started: Optional[float] = None  # seconds since the epoch
   outputs: Dict[str, List[metadata_store_pb2.Artifact]] = dataclasses.field(
       default_factory=dict)
+  # Its execution properties as MLMD holds them (text; protos as JSON).
+  properties: Dict[str, str] = dataclasses.field(default_factory=dict)
 
   def output(self, key: str) -> Optional[metadata_store_pb2.Artifact]:
     artifacts = self.outputs.get(key) or []
@@ -181,7 +184,10 @@ def _component_runs(store, pipeline_name: str,
     runs[node] = ComponentRun(
         node_id=node, state=_STATES.get(execution.last_known_state, 'unknown'),
         seconds=seconds, started=execution.create_time_since_epoch / 1000,
-        outputs=outputs.get(execution.id, {}))
+        outputs=outputs.get(execution.id, {}),
+        properties={key: value.string_value for key, value
+                    in execution.custom_properties.items()
+                    if value.HasField('string_value')})
   return runs
 
 
@@ -232,15 +238,12 @@ def _metrics(evaluation_uri: str):
   return candidate, baseline, diff
 
 
-def _applied_thresholds(evaluation_uri: str):
+def _overall_thresholds(eval_config: tfma.EvalConfig):
   """[(metric name, bound, its value, the Generic*Threshold holding it)] of
-  the overall slice, in the eval config that the Evaluator stored with its
-  evaluation (change thresholds are gone from it when there was no
-  baseline)."""
-  stored, *_ = eval_config_writer.load_eval_run(evaluation_uri)
+  the overall slice in `eval_config`."""
   names = {metric.__name__: metric().name for metric in metrics_lib.ALL}
-  applied = []
-  for spec in stored.metrics_specs:
+  found = []
+  for spec in eval_config.metrics_specs:
     for metric in spec.metrics:
       name = names.get(metric.class_name, metric.class_name)
       thresholds = ([metric.threshold] if metric.HasField('threshold') else
@@ -255,15 +258,26 @@ def _applied_thresholds(evaluation_uri: str):
                         'relative'):
             if bound in part.DESCRIPTOR.fields_by_name and part.HasField(
                 bound):
-              applied.append((name, bound, getattr(part, bound).value,
-                              part))
-  return applied
+              found.append((name, bound, getattr(part, bound).value, part))
+  return found
 
 
-def _threshold_checks(config: PipelineConfig, evaluation_uri: str,
+def _given_eval_config(evaluator: ComponentRun) -> Optional[tfma.EvalConfig]:
+  """The eval config the Evaluator was given (its execution property), or
+  None if MLMD does not hold it."""
+  text = evaluator.properties.get('eval_config')
+  if not text:
+    return None
+  return json_format.Parse(text, tfma.EvalConfig(),
+                           ignore_unknown_fields=True)
+
+
+def _threshold_checks(evaluator: ComponentRun, evaluation_uri: str,
                       metrics, baseline, diff) -> List[ThresholdCheck]:
-  """The gates the Evaluator applied, with its verdicts; then the change
-  gates configured but not applied, for want of a baseline."""
+  """The gates the Evaluator applied (the eval config it stored with its
+  evaluation), with its verdicts (its validation result); then the gates it
+  was given but did not apply: TFMA drops change thresholds when there is
+  no baseline."""
   failed = []
   validation = tfma.load_validation_result(evaluation_uri)
   for per_slice in validation.metric_validations_per_slice:
@@ -272,12 +286,16 @@ def _threshold_checks(config: PipelineConfig, evaluation_uri: str,
     for failure in per_slice.failures:
       failed.append((failure.metric_key.name, failure.metric_key.is_diff,
                      failure.metric_threshold))
-  # A failure records the threshold it failed, so two gates on one metric
-  # (an absolute and a relative change, say) get a verdict each.
+  # Which setting holds a gate, for the remedy a failed one names; the
+  # threshold itself always comes from what the Evaluator applied.
   settings = {(gate.metric().name, gate.bound): f'evaluation.{gate.setting}'
               for gate in pipeline_def.BLESSING_GATES}
+  stored, *_ = eval_config_writer.load_eval_run(evaluation_uri)
+  applied = _overall_thresholds(stored)
   checks = []
-  for name, bound, threshold, part in _applied_thresholds(evaluation_uri):
+  # A failure records the threshold it failed, so two gates on one metric
+  # (an absolute and a relative change, say) get a verdict each.
+  for name, bound, threshold, part in applied:
     change = bound in pipeline_def.CHANGE_BOUNDS
     value = (diff if change else metrics).get(OVERALL, {}).get(name)
     if bound == 'relative' and value is not None:
@@ -290,13 +308,13 @@ def _threshold_checks(config: PipelineConfig, evaluation_uri: str,
         for metric, is_diff, failed_threshold in failed)
     checks.append(ThresholdCheck(name, bound, threshold, value, passed,
                                  settings.get((name, bound))))
-  if not baseline:
-    for gate in pipeline_def.BLESSING_GATES:
-      threshold = getattr(config.evaluation, gate.setting)
-      if gate.bound in pipeline_def.CHANGE_BOUNDS and threshold is not None:
-        checks.append(ThresholdCheck(gate.metric().name, gate.bound,
-                                     threshold, None, None,
-                                     f'evaluation.{gate.setting}'))
+  given = _given_eval_config(evaluator)
+  if given is not None:
+    done = [(name, bound, part) for name, bound, _, part in applied]
+    for name, bound, threshold, part in _overall_thresholds(given):
+      if (name, bound, part) not in done:
+        checks.append(ThresholdCheck(name, bound, threshold, None, None,
+                                     settings.get((name, bound))))
   return checks
 
 
@@ -332,8 +350,8 @@ def load_run_results(config: PipelineConfig) -> RunResults:
   if evaluator and evaluator.output('evaluation'):
     evaluation_uri = evaluator.output('evaluation').uri
     metrics, baseline, diff = _metrics(evaluation_uri)
-    thresholds = _threshold_checks(config, evaluation_uri, metrics, baseline,
-                                   diff)
+    thresholds = _threshold_checks(evaluator, evaluation_uri, metrics,
+                                   baseline, diff)
     blessing = evaluator.output('blessing')
     blessed = bool(blessing.custom_properties['blessed'].int_value)
 
