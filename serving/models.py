@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import (Callable, Dict, List, Optional, Sequence, Tuple,
                     TypeVar)
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
@@ -39,9 +40,16 @@ class SignatureFunction:
   structured signature on every call, about 0.2 ms: as long as the linear
   model itself on one row. The binding's checks (names, dtypes, shapes) are
   done here against the signature's specs instead, and the function is then
-  called with its flat inputs (a private TensorFlow method, stable in the
-  pinned TF 2.16). Inputs that fail the checks take the keyword call, so the
-  client gets TensorFlow's own error.
+  called with its flat inputs. Inputs that fail the checks take the keyword
+  call, so the client gets TensorFlow's own error.
+
+  The flat call is `ConcreteFunction._call_flat(tensors, captured_inputs)`,
+  a private TensorFlow method, written for TF 2.16.2 (the pinned version);
+  the gain is measured in BENCHMARKS.md (grep "flat order": REST p50 1.8-2.1
+  -> 1.2 ms, with the other request-path changes). A private method may
+  change its arguments or results in any release, so it is probed once at
+  load (`probe`): it is used only if it answers a small valid input exactly
+  as the public keyword call does; otherwise every call is a keyword call.
   """
 
   def __init__(self, function):
@@ -56,9 +64,11 @@ class SignatureFunction:
     # compatibility check costs more than the rest of the binding.
     self._checks = [(name, spec.dtype, None if spec.shape.rank is None
                      else tuple(spec.shape.as_list())) for name, spec in specs]
+    self.flat = False  # until `probe` says the flat call agrees
+    self.probe_failure: Optional[str] = None
 
   def __call__(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    if len(inputs) == len(self._checks):
+    if self.flat and len(inputs) == len(self._checks):
       flat = []
       for name, dtype, dims in self._checks:
         tensor = inputs.get(name)
@@ -71,9 +81,79 @@ class SignatureFunction:
             break
         flat.append(tensor)
       else:
-        return self._function._call_flat(  # pylint: disable=protected-access
-            flat, self._function.captured_inputs)
+        return self._call_flat(flat)
     return self._function(**inputs)
+
+  def _call_flat(self, flat: List[tf.Tensor]):
+    return self._function._call_flat(  # pylint: disable=protected-access
+        flat, self._function.captured_inputs)
+
+  def _probe_inputs(self, rows: int) -> Dict[str, tf.Tensor]:
+    """A distinct value per input (so that inputs in the wrong order give
+    other outputs), `rows` rows where the batch size is free."""
+    inputs = {}
+    for index, (name, dtype, dims) in enumerate(self._checks):
+      shape = [rows] if dims is None else [rows if d is None else d
+                                           for d in dims]
+      value = str(index + 1).encode() if dtype == tf.string else (
+          tf.cast(index + 1, dtype))
+      inputs[name] = tf.fill(shape, value)
+    return inputs
+
+  def probe(self) -> bool:
+    """Whether the flat call answers as the keyword call does; sets `flat`,
+    and `probe_failure` to why not.
+
+    One row first, which also tells inputs in the wrong order apart; a
+    model may refuse it, and then zero rows, which a model takes without
+    seeing values. With one input (the tf.Example signatures, which refuse
+    made-up strings, and TensorFlow logs each refusal) there is no order to
+    get wrong: zero rows first.
+    """
+    self.flat, self.probe_failure = False, None
+    rows_to_try = (0, 1) if len(self._checks) == 1 else (1, 0)
+    try:
+      attempts = [self._probe_inputs(rows) for rows in rows_to_try]
+    except (TypeError, ValueError, tf.errors.OpError) as e:
+      self.probe_failure = f'no probe input for its dtypes ({e})'
+      return False
+    for inputs in attempts:
+      try:
+        expected = self._function(**inputs)
+      except Exception:  # pylint: disable=broad-except
+        continue  # not an input this model takes: try the next
+      try:
+        got = self._call_flat([inputs[name] for name, _, _ in self._checks])
+      except Exception as e:  # pylint: disable=broad-except
+        first_line = (str(e).strip().splitlines() or [''])[0]
+        self.probe_failure = (f'the flat call raised {type(e).__name__}: '
+                              f'{first_line}')
+        return False
+      difference = _difference(expected, got)
+      if difference:
+        self.probe_failure = f'the flat call answered otherwise: {difference}'
+        return False
+      self.flat = True
+      return True
+    self.probe_failure = 'the keyword call took none of the probe inputs'
+    return False
+
+
+def _difference(expected, got) -> Optional[str]:
+  """How `got` differs from `expected` (dicts of output tensors), or None."""
+  if not isinstance(got, dict) or set(got) != set(expected):
+    return (f'outputs {sorted(got) if isinstance(got, dict) else type(got)}'
+            f', not {sorted(expected)}')
+  for name in sorted(expected):
+    want, have = expected[name], got[name]
+    if not isinstance(have, tf.Tensor) or have.dtype != want.dtype or (
+        have.shape != want.shape):
+      return f'output {name}: {have!r}, not of {want.dtype} {want.shape}'
+    want, have = want.numpy(), have.numpy()
+    if not np.array_equal(want, have,
+                          equal_nan=want.dtype.kind in 'fc'):
+      return f'output {name}: {have.tolist()}, not {want.tolist()}'
+  return None
 
 
 class Servable:
@@ -96,6 +176,14 @@ class Servable:
     self.functions = {name: SignatureFunction(self._loaded.signatures[name])
                       for name in self.signature_defs
                       if name in self._loaded.signatures}
+    keyword_only = {name: function.probe_failure for name, function
+                    in sorted(self.functions.items()) if not function.probe()}
+    if keyword_only:
+      _log.warning(
+          '%s version %d: signatures called by keyword (slower), as the '
+          'flat call did not pass its probe: %s', self.name, self.version,
+          '; '.join(f'{signature}: {why}'
+                    for signature, why in keyword_only.items()))
 
   def signature(self, name: str):
     """(SignatureDef, function) for `name` ('' = serving_default)."""
