@@ -16,7 +16,8 @@ from tfx_e2e.components.executors import atomic_pusher
 
 @pytest.fixture
 def push(tmp_path):
-  """push() runs the executor once: a blessed model into tmp/serving."""
+  """push() runs the executor once: a model into tmp/serving, blessed
+  unless push(blessed=0)."""
   model = standard_artifacts.Model()
   model.uri = str(tmp_path / 'trainer' / 'model')
   module = tf.Module()
@@ -24,15 +25,15 @@ def push(tmp_path):
   module.__call__ = tf.function(lambda x: x * module.scale,
                                 input_signature=[tf.TensorSpec([None])])
   tf.saved_model.save(module, os.path.join(model.uri, 'Format-Serving'))
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path / 'blessing')
-  blessing.set_int_custom_property('blessed', 1)
   base = tmp_path / 'serving' / 'm'
   destination = proto_utils.proto_to_json(tfx.proto.PushDestination(
       filesystem=tfx.proto.PushDestination.Filesystem(
           base_directory=str(base))))
 
-  def run():
+  def run(blessed=1):
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / 'blessing')
+    blessing.set_int_custom_property('blessed', blessed)
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / 'pushed' / str(len(os.listdir(tmp_path))))
     atomic_pusher.Executor().Do(
@@ -88,3 +89,23 @@ def test_pushes_within_one_second_get_distinct_versions(push):
   assert second.get_string_custom_property('pushed_version') == '1800000001'
   assert first.get_string_custom_property('pushed_destination') != (
       second.get_string_custom_property('pushed_destination'))
+
+
+def test_a_model_that_is_not_blessed_is_not_pushed(push):
+  """Nothing appears for a server to load, nothing is left in staging, and
+  the artifact says so; a version pushed before stays as it was."""
+  refused = push(blessed=0)
+  assert refused.get_int_custom_property('pushed') == 0
+  assert not refused.get_string_custom_property('pushed_version')
+  assert not refused.get_string_custom_property('pushed_destination')
+  assert not push.base.exists() or os.listdir(push.base) == []
+
+  first = push()
+  version = first.get_string_custom_property('pushed_version')
+  # What a killed push left in staging goes, blessed or not.
+  (push.base / atomic_pusher.STAGING / 'leftover').mkdir(parents=True)
+  refused = push(blessed=0)
+  assert refused.get_int_custom_property('pushed') == 0
+  assert os.listdir(push.base) == [version]
+  assert tf.saved_model.load(str(push.base / version))(
+      tf.constant([1.0])).numpy().tolist() == [2.0]
