@@ -4,6 +4,7 @@ tensorflow-serving-api: PredictionService and ModelService."""
 from __future__ import annotations
 
 from concurrent import futures
+import logging
 from typing import Optional
 
 import grpc
@@ -56,13 +57,19 @@ def _serialized_examples(model_input) -> list:
 
 
 def _guard(method):
-  """Turns ServingErrors into gRPC status codes with the message."""
+  """Turns ServingErrors into gRPC status codes with the message, and any
+  other exception (a bug, not a bad request) into INTERNAL, as the REST API
+  answers 500: the traceback goes to the log, not to the client (gRPC's
+  own answer would be UNKNOWN, with the exception's text)."""
 
   def wrapper(self, request, context):
     try:
       return method(self, request, context)
     except ServingError as e:
       context.abort(e.code.grpc_code, e.message)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception('gRPC %s', method.__name__)
+      context.abort(Code.INTERNAL.grpc_code, 'Internal server error')
 
   wrapper.__name__ = method.__name__
   return wrapper

@@ -7,6 +7,7 @@ messages follow TF Serving's, so that a client cannot tell the servers apart.
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +20,8 @@ from tfx_e2e.serving.models import DEFAULT_SIGNATURE, Servable
 PREDICT = tf.saved_model.PREDICT_METHOD_NAME
 REGRESS = tf.saved_model.REGRESS_METHOD_NAME
 CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME
+
+_log = logging.getLogger(__name__)
 
 
 def _dtype(tensor_info) -> tf.dtypes.DType:
@@ -126,11 +129,27 @@ def _check_input_names(expected_names, given: Sequence[str]) -> None:
 
 
 def _run(function, inputs: Mapping[str, tf.Tensor]) -> Dict[str, np.ndarray]:
+  """The signature's outputs for `inputs`, or a ServingError whose code
+  says whose fault it is.
+
+  InvalidArgumentError (values the model's ops refuse) and the binding's
+  ValueError and TypeError come from the request: INVALID_ARGUMENT, with
+  TensorFlow's message. Any other error of TensorFlow's runtime (a missing
+  asset file, an uninitialized table, an internal error, memory) is the
+  server's: INTERNAL, with a short message; the details, which may name
+  server paths, go to the log only.
+  """
   try:
     outputs = function(inputs)
   except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
     raise ServingError(Code.INVALID_ARGUMENT,
                        str(getattr(e, 'message', e)).strip()) from None
+  except tf.errors.OpError as e:
+    _log.error('running the model failed (a server fault, answered as '
+               'INTERNAL): %s: %s', type(e).__name__, e)
+    raise ServingError(
+        Code.INTERNAL, f'Internal error running the model '
+        f'({type(e).__name__}); the server log has the details') from None
   return {k: v.numpy() for k, v in outputs.items()}
 
 

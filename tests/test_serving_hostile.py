@@ -1,14 +1,20 @@
 """The serving API against a hostile network: where it listens, URLs that
 try to leave the model base path, oversized headers, deeply nested JSON,
-slow clients and idle connections. After each, valid requests still work."""
+slow clients and idle connections. After each, valid requests still work.
+And a fault inside the model: the server's, not the client's."""
 
 import socket
 import time
 
+import grpc
+import numpy as np
 import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from tests.serving_support import TAXI_ROW, serving_copy
+from tests.serving_support import OWN, TAXI_ROW, running_server, serving_copy
 
 TIMEOUT = 2  # --request_timeout_seconds of the server under test
 
@@ -123,3 +129,98 @@ def test_slow_and_idle_clients_are_cut_off_without_blocking_others(server):
     connection.close()
   assert time.monotonic() - started < TIMEOUT * 5
   _predict_ok(server)
+
+
+# --- server faults are the server's: 500 / INTERNAL, not 400 --------------
+
+class _Faulty(tf.Module):
+  """Doubles x; a negative x makes it read a file that is not there, as a
+  model whose asset went missing fails: a fault of the server, which no
+  request can fix."""
+
+  def __init__(self, missing: str):
+    super().__init__()
+    self._missing = missing
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name='x')])
+  def serve(self, x):
+    def fault():
+      return x + tf.cast(tf.strings.length(tf.io.read_file(self._missing)),
+                         tf.float32)
+    return {'y': tf.cond(tf.reduce_any(x < 0), fault, lambda: x * 2)}
+
+
+MISSING = 'gone-asset-3f9c.txt'
+
+
+@pytest.fixture(scope='module', params=[[], ['--enable_batching']],
+                ids=['direct', 'batching'])
+def faulty_server(request, tmp_path_factory):
+  work = tmp_path_factory.mktemp('faulty')
+  model = _Faulty(str(work / MISSING))
+  tf.saved_model.save(model, str(work / 'models' / 'faulty' / '1'),
+                      signatures={'serving_default': model.serve})
+  with running_server(OWN, ['--model_name=faulty',
+                            f'--model_base_path={work / "models" / "faulty"}'],
+                      work, request.param) as s:
+    yield s
+
+
+def _rest_predict(server, body):
+  kwargs = {'data': body} if isinstance(body, bytes) else {'json': body}
+  return requests.post(f'{server.rest}/v1/models/faulty:predict', timeout=10,
+                       **kwargs)
+
+
+def _grpc_predict(server, tensor):
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = 'faulty'
+  for name, value in tensor.items():
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+  with grpc.insecure_channel(server.grpc) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return stub.Predict(request, timeout=10)
+
+
+def test_a_fault_inside_the_model_is_a_server_error(faulty_server):
+  assert _rest_predict(faulty_server, {'instances': [1.5]}).json() == {
+      'predictions': [3.0]}
+  response = _rest_predict(faulty_server, {'instances': [-1.0]})
+  assert response.status_code == 500, response.text
+  message = response.json()['error']
+  assert 'Internal error running the model (NotFoundError)' in message
+  assert MISSING not in message  # server paths stay in the log
+  with pytest.raises(grpc.RpcError) as error:
+    _grpc_predict(faulty_server, {'x': np.array([-1.0], np.float32)})
+  assert error.value.code() == grpc.StatusCode.INTERNAL
+  assert MISSING not in error.value.details()
+  assert MISSING in faulty_server.log.read_text()  # the details, for ops
+  # The server goes on serving.
+  assert _rest_predict(faulty_server, {'instances': [2.0]}).json() == {
+      'predictions': [4.0]}
+  assert _grpc_predict(faulty_server, {'x': np.array([2.0], np.float32)}
+                       ).outputs['y'].float_val == [4.0]
+
+
+@pytest.mark.parametrize('body', [
+    b'{"instances": [1.5',                 # malformed JSON
+    {'instances': ['one and a half']},     # a string for a float input
+    {'instances': [{'z': 1.5}]},           # no input x, an unknown z
+    {'inputs': {'x': [[1.5], [2.5]]}},     # a shape the signature refuses
+])
+def test_a_bad_request_is_still_a_client_error(faulty_server, body):
+  response = _rest_predict(faulty_server, body)
+  assert response.status_code == 400, response.text
+  assert response.json()['error']
+
+
+@pytest.mark.parametrize('inputs', [
+    {'x': np.array([b'1.5'], object)},                   # strings for floats
+    {'z': np.array([1.5], np.float32)},                  # no input x
+    {'x': np.array([[1.5], [2.5]], np.float32)},         # the wrong shape
+])
+def test_a_bad_grpc_request_is_still_invalid_argument(faulty_server, inputs):
+  with pytest.raises(grpc.RpcError) as error:
+    _grpc_predict(faulty_server, inputs)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+      error.value.details())
