@@ -22,6 +22,7 @@ NUMBERS = 'numeric_xf'
 def make_custom_config(label: str, exclude_features: Iterable[str],
                        categorical_features: Iterable[str],
                        oov_buckets: int) -> Dict[str, Any]:
+  """The custom_config that Transform and the Trainer both receive."""
   return {
       LABEL: label,
       EXCLUDE: sorted(exclude_features),

@@ -335,7 +335,22 @@ def _serving_signatures(model: keras.Model, tft_output: tft.TFTransformOutput,
 
 
 def run_fn(fn_args: FnArgs) -> None:
-  """TFX Trainer entry point."""
+  """The TFX Trainer's entry point: trains the linear model and exports it.
+
+  Args:
+    fn_args: the Trainer's arguments. Used: `train_files` and `eval_files`
+      (raw tf.Examples), `transform_output` (the tf.Transform graph),
+      `serving_model_dir` (where the SavedModel goes), `train_steps` and
+      `eval_steps` (SGD only), and `custom_config`: the label, excluded and
+      categorical features (`features.make_custom_config`), `solver`
+      ('least_squares' or 'sgd'), `l2`, `batch_size` and `learning_rate`.
+
+  Returns:
+    None. Writes a SavedModel to `fn_args.serving_model_dir` whose
+    `serving_default` signature takes serialized tf.Examples (`inputs`) and
+    returns the prediction (`outputs`), with TF Serving's regress method
+    name; `_serving_signatures` adds the others.
+  """
   custom_config = fn_args.custom_config
   label = custom_config[features.LABEL]
   tft_output = tft.TFTransformOutput(fn_args.transform_output)

@@ -87,7 +87,20 @@ def _token(name: str, values: tf.Tensor) -> tf.Tensor:
 
 def preprocessing_fn(inputs: Mapping[str, Any],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-  """tf.Transform entry point (Transform component's `preprocessing_fn`)."""
+  """The Transform component's entry point: raw features to model inputs.
+
+  Args:
+    inputs: the raw features, by column name, as the schema parses them
+      (every column variable-length: it may be missing in any row).
+    custom_config: from `features.make_custom_config`: the label, excluded
+      and categorical features, and the out-of-vocabulary buckets.
+
+  Returns:
+    `NUMBERS`: a [batch, n] float tensor of the numeric columns' clipped
+    z-scores (0 where missing); `CATEGORIES`: a [batch, m] int tensor of the
+    string and categorical columns' vocabulary ids; each only if there is
+    such a column; and the label, by its name, as a dense float.
+  """
   categorical = set(custom_config[features.CATEGORICAL])
   outputs, tokens, numbers = {}, [], []
   for name in features.model_input_names(inputs, custom_config):
