@@ -154,7 +154,7 @@ BEAM_PROFILES = {
 # rows. In-memory was faster at every size measured: at 1.5M rows 57-67 s
 # against 83-91 s, at 4.5M 129 s against 138 s, in half the memory (1.2
 # against 2.5 GiB). The two meet near 6-8M rows by extrapolation
-# (BENCHMARKS.md, seventh session).
+# (BENCHMARKS.md, pipeline benchmark).
 AUTO_PROFILE = 'auto'
 MULTI_PROCESS_FROM_ROWS = 6_000_000
 

@@ -39,8 +39,8 @@ def real_server_or_skip():
   import pytest  # pylint: disable=import-outside-toplevel
   binary = shutil.which(REAL)
   if not binary:
-    pytest.skip('no tensorflow_model_server on PATH (none installs on this '
-                'machine kind; see ../shared/STACK.md)')
+    pytest.skip('no tensorflow_model_server on PATH (it has no pip '
+                'package; TF Serving ships it as a Docker image or apt package)')
   return binary
 
 

@@ -1,6 +1,6 @@
 """Users' own CSV files: the shapes real tables come in.
 
-Each test here stands for a way a real file used to be read wrongly or
+Each test here stands for a way a real file can be read wrongly or
 refused late: header names that are not valid model inputs, duplicated
 names, file names with pattern characters, missing-value markers, other
 delimiters, compression, numbers written as text. The invariant, checked on
