@@ -2,6 +2,18 @@
 
 Sub-commands share one configuration loader (`--config`, `--set`, and the
 named flags below), so every runner sees the same `PipelineConfig`.
+
+Each flag means one thing in every command that has it:
+  --output DIR          the pipeline run's output directory (run writes it;
+                        serve and report read the run there)
+  --pipeline-file FILE  the compiled pipeline (compile writes it, submit
+                        starts it)
+  --file FILE           the HTML report (report)
+  --output-prefix PREFIX  the prediction files (predict)
+  --stream-output DIR   the stream's predictions, windows, late records and
+                        dead letters (stream)
+Earlier spellings that meant something else (`compile --output`, `submit
+--file`, `predict --output`, `stream --output`) still work, with a note.
 """
 
 from __future__ import annotations
@@ -38,7 +50,9 @@ def _add_config_flags(parser: argparse.ArgumentParser,
                      help='YAML file with pipeline settings (see '
                      'pipeline/config.py for every setting)')
   if output_dir_flag:
-    group.add_argument('--output', metavar='DIR', help='output directory')
+    group.add_argument('--output', metavar='DIR',
+                       help="the pipeline run's output directory (default: "
+                       f'{config_lib.PipelineConfig.output_dir})')
   group.add_argument('--set', metavar='KEY=VALUE', action='append',
                      default=[], dest='overrides',
                      help='any setting, e.g. training.train_steps=500 or '
@@ -62,6 +76,32 @@ def _add_config_flags(parser: argparse.ArgumentParser,
   group.add_argument('--schema', metavar='FILE',
                      help='a curated schema.pbtxt (ImportSchemaGen)')
   group.add_argument('--orchestrator', choices=config_lib.ORCHESTRATORS)
+
+
+class _DeprecatedFlag(argparse.Action):
+  """An earlier spelling of a flag: stores what the new one does, and says
+  so in one line on stderr."""
+
+  def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+    self.new_flag = new_flag
+    super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    print(f'note: `{parser.prog} {option_string}` is deprecated; use '
+          f'{self.new_flag}', file=sys.stderr)
+    setattr(namespace, self.dest, values)
+
+
+def _add_renamed_flag(parser: argparse.ArgumentParser, flag: str, old: str,
+                      required: bool = False, **kwargs) -> None:
+  """`flag`, and `old`, the spelling it replaces, kept working for scripts
+  that use it (with a deprecation note); one of them is needed when
+  `required`."""
+  target = (parser.add_mutually_exclusive_group(required=True) if required
+            else parser)
+  action = target.add_argument(flag, **kwargs)
+  target.add_argument(old, dest=action.dest, action=_DeprecatedFlag,
+                      new_flag=flag, metavar=kwargs.get('metavar'))
 
 
 # `stream` flags that are shorthands for settings of the stream section.
@@ -175,6 +215,15 @@ def _print_progress(node: str, event: str, index: int, total: int,
 
 
 def _run(args: argparse.Namespace) -> int:
+  """`tfx-e2e run`: checks the input, runs the pipeline, writes the report.
+
+  Args:
+    args: the parsed command line (configuration flags, --allow-anomalies,
+      --no-cache, --verbose).
+
+  Returns:
+    The exit code of the run (runner.EXIT_*).
+  """
   config = load_config(args)
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   log_path = config.output_path / 'logs' / f'run-{stamp}.log'
@@ -209,6 +258,14 @@ def _write_report(config: config_lib.PipelineConfig) -> Optional[Path]:
 
 
 def _report(args: argparse.Namespace) -> int:
+  """`tfx-e2e report`: the HTML report of the run in --output.
+
+  Args:
+    args: the parsed command line (--output, --file, --verbose).
+
+  Returns:
+    0; a missing run is a ConfigError.
+  """
   config = load_config(args)
   if not config.output_path.is_dir():
     # Nothing is created for a mistyped directory.
@@ -251,6 +308,15 @@ def _quiet_native_stderr(verbose: bool):
 
 
 def _serve(args: argparse.Namespace) -> int:
+  """`tfx-e2e serve`: serves the pushed model of the run in --output.
+
+  Args:
+    args: the parsed command line (configuration flags and the
+      tensorflow_model_server flags).
+
+  Returns:
+    The server's exit code.
+  """
   from tfx_e2e.serving import server  # pylint: disable=import-outside-toplevel
   config = load_config(args)
   logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -266,6 +332,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+  """`tfx-e2e compile`: writes the pipeline for Kubeflow or Vertex AI.
+
+  Args:
+    args: the parsed command line (--target, --pipeline-file, configuration
+      flags).
+
+  Returns:
+    0.
+  """
   from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
   config = load_config(args)
   path = kubeflow.compile_pipeline(config, args.target, args.pipeline_file)
@@ -276,6 +351,15 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+  """`tfx-e2e submit`: starts a run on a Kubeflow Pipelines endpoint.
+
+  Args:
+    args: the parsed command line (--host, --experiment, --run-name,
+      --param, --pipeline-file; without it the pipeline is compiled now).
+
+  Returns:
+    0.
+  """
   import tempfile  # pylint: disable=import-outside-toplevel
   from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
   config = load_config(args)
@@ -324,6 +408,15 @@ def _predict_log(output_prefix: str) -> Path:
 
 
 def _predict(args: argparse.Namespace) -> int:
+  """`tfx-e2e predict`: batch prediction as a Beam job.
+
+  Args:
+    args: the parsed command line (--input, --output-prefix, --model, the
+      row flags, --format, and Beam options in `args.beam_args`).
+
+  Returns:
+    0; refused input is a ConfigError.
+  """
   config = load_config(args)
   log_path = _predict_log(args.output_prefix)
   # TensorFlow's and Beam's start-up noise goes to the log.
@@ -359,6 +452,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
+  """`tfx-e2e stream`: streaming prediction over a watched directory.
+
+  Args:
+    args: the parsed command line (--input, --stream-output, --model,
+      --pattern, the row flags, the stream settings' flags, and Beam
+      options in `args.beam_args`).
+
+  Returns:
+    0 once the stream has stopped; a missing input directory is a
+    ConfigError.
+  """
   config = load_config(args)
   output_dir = Path(args.stream_output).resolve()
   log_path = output_dir / 'logs' / (
@@ -372,14 +476,12 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
                    output_dir: Path, log_path: Path) -> int:
   import signal  # pylint: disable=import-outside-toplevel
   from tfx_e2e.inference import stream_predict  # pylint: disable=import-outside-toplevel
-  settings = config.stream
-  options = stream_predict.StreamOptions(
-      input_dir=args.input, output_dir=str(output_dir),
-      model_base=args.model or config.serving_model_dir,
-      label_column=config.data.label, id_column=args.id_column,
+  options = stream_predict.StreamOptions.of(
+      config, input_dir=args.input, output_dir=str(output_dir),
+      model_base=args.model, id_column=args.id_column,
       passthrough=_columns(args.passthrough), pattern=args.pattern,
-      allow_missing_columns=args.allow_missing_columns,
-      csv_rules=input_check.CsvRules.of(config))
+      allow_missing_columns=args.allow_missing_columns)
+  settings = options.settings
   model_dir = _latest_model(options.model_base)
   try:
     stream_predict.check_input(options)
@@ -409,7 +511,7 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
   saved = {s: signal.signal(s, request_stop)
            for s in (signal.SIGINT, signal.SIGTERM)}
   try:
-    result = stream_predict.run(options, settings,
+    result = stream_predict.run(options,
                                 config.beam_args() + list(args.beam_args))
   finally:
     for number, handler in saved.items():
@@ -489,10 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
                     output_dir_flag=False)
   compile_parser.add_argument('--target', choices=('kubeflow', 'vertex'),
                               default='kubeflow')
-  compile_parser.add_argument('--output', dest='pipeline_file', required=True,
-                              metavar='FILE',
-                              help='the pipeline file (.yaml for kubeflow, '
-                              '.json for vertex)')
+  _add_renamed_flag(compile_parser, '--pipeline-file', '--output',
+                    required=True, dest='pipeline_file', metavar='FILE',
+                    help='the pipeline file to write (.yaml for kubeflow, '
+                    '.json for vertex)')
   compile_parser.set_defaults(handler=_compile)
 
   submit_parser = commands.add_parser(
@@ -506,8 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
   submit_parser.add_argument('--param', action='append', default=[],
                              metavar='NAME=VALUE',
                              help='a pipeline run parameter (repeatable)')
-  submit_parser.add_argument('--file', dest='pipeline_file', metavar='FILE',
-                             help='a compiled pipeline (default: compile now)')
+  _add_renamed_flag(submit_parser, '--pipeline-file', '--file',
+                    dest='pipeline_file', metavar='FILE',
+                    help='a compiled pipeline (default: compile now)')
   submit_parser.set_defaults(handler=_submit)
 
   predict_parser = commands.add_parser(
@@ -522,8 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
   predict_parser.add_argument('--input-format', dest='input_format',
                               choices=('csv', 'tfrecord'),
                               help='default: from the file names')
-  predict_parser.add_argument('--output', dest='output_prefix', required=True,
-                              metavar='PREFIX', help='output file prefix')
+  _add_renamed_flag(predict_parser, '--output-prefix', '--output',
+                    required=True, dest='output_prefix', metavar='PREFIX',
+                    help='the prediction files: PREFIX-NNNNN-of-NNNNN.csv '
+                    '(or .jsonl), and PREFIX-dead-letters-*.jsonl')
   predict_parser.add_argument('--model', metavar='DIR',
                               help='a SavedModel version directory (default: '
                               'the latest pushed version)')
@@ -542,11 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
                     output_dir_flag=False)
   stream_parser.add_argument('--input', required=True, metavar='DIR',
                              help='the directory to watch')
-  stream_parser.add_argument('--pattern', default='*.csv',
+  stream_parser.add_argument('--pattern',
                              help='file names to read (default: *.csv)')
-  stream_parser.add_argument('--output', dest='stream_output', required=True,
-                             metavar='DIR', help='where predictions, windows, '
-                             'late records and dead letters go')
+  _add_renamed_flag(stream_parser, '--stream-output', '--output',
+                    required=True, dest='stream_output', metavar='DIR',
+                    help='where predictions, windows, late records and dead '
+                    'letters go')
   stream_parser.add_argument('--model', metavar='BASE_PATH',
                              help='a TF Serving model base path (default: the '
                              "pipeline's push destination); the newest "

@@ -25,19 +25,19 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference import base as inference_base
-from apache_beam.options.pipeline_options import PipelineOptions
 from google.protobuf import message as protobuf_message
 import numpy as np
 import tensorflow as tf
 
-from tfx_e2e.pipeline import input_check
+from tfx_e2e.inference import jobs
 from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline import input_check
 
 PREDICTION = 'prediction'
 MODEL_VERSION = 'model_version'
@@ -198,7 +198,7 @@ def check_columns(paths: Sequence[str],
 
 
 def counter(name: str):
-  return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+  return jobs.counter(METRICS_NAMESPACE, name)
 
 
 class _ParseFile(beam.DoFn):
@@ -408,11 +408,26 @@ class BatchPredictResult:
   # (only with allow_missing_columns).
   imputed_columns: Dict[str, List[str]] = dataclasses.field(
       default_factory=dict)
+  # Beam's result of the finished job (its metrics, state).
+  pipeline_result: Optional[Any] = dataclasses.field(
+      default=None, repr=False, compare=False)
+
+
+_COUNTERS = ('rows_read', 'rows_predicted', 'rows_dead_lettered')
 
 
 def run(options: BatchPredictOptions, beam_args: List[str],
         test_pipeline: Optional[beam.Pipeline] = None) -> BatchPredictResult:
-  """Runs the job to completion and returns its counts.
+  """Runs the job to completion.
+
+  Args:
+    options: what to read and score, with which model, and where to write.
+    beam_args: Beam pipeline options (runner, direct_running_mode, ...).
+    test_pipeline: a pipeline to build the job on instead (tests).
+
+  Returns:
+    The job's row counts, the columns the model imputed per file, and
+    Beam's result.
 
   Raises:
     prediction.PredictionInputError: the model cannot be used, or the
@@ -425,14 +440,9 @@ def run(options: BatchPredictOptions, beam_args: List[str],
       files, input_types, options.allow_missing_columns,
       options.csv_rules.delimiter,
       [c for c in [options.id_column, *options.passthrough] if c])
-  root = test_pipeline or beam.Pipeline(options=PipelineOptions(beam_args))
+  root = test_pipeline or jobs.pipeline(beam_args)
   build(root, options, input_types, files)
-  result = root.run()
-  result.wait_until_finish()
-  def value(name):
-    return prediction.counter_value(result, METRICS_NAMESPACE, name)
-
-  return BatchPredictResult(
-      rows_read=value('rows_read'), rows_predicted=value('rows_predicted'),
-      rows_dead_lettered=value('rows_dead_lettered'),
-      model_dir=options.model_dir, imputed_columns=imputed)
+  job = jobs.run_and_count(root, METRICS_NAMESPACE, _COUNTERS)
+  return BatchPredictResult(**job.counts, model_dir=options.model_dir,
+                            imputed_columns=imputed,
+                            pipeline_result=job.result)

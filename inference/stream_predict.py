@@ -45,8 +45,6 @@ import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.ml.inference import base as inference_base
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import trigger
 from apache_beam.transforms import userstate
 from apache_beam.transforms import window
@@ -55,8 +53,11 @@ from apache_beam.utils.timestamp import Duration, MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 import tensorflow as tf
 
-from tfx_e2e.pipeline import input_check
+from tfx_e2e.formats.files import write_atomically
+from tfx_e2e.inference import jobs
 from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline import config as config_lib
+from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline.config import StreamConfig
 
 METRICS_NAMESPACE = 'tfx_e2e_stream'
@@ -73,6 +74,9 @@ _LATE_OUTPUT_HORIZON = Duration(seconds=7 * 24 * 3600)
 
 @dataclasses.dataclass(frozen=True)
 class StreamOptions:
+  """Everything one stream job reads: where (the paths and columns of this
+  invocation) and how (`settings`, the configuration's stream section:
+  event time, windows, lateness, polling, when to stop)."""
   input_dir: str
   output_dir: str
   model_base: str               # TF Serving model base path (versions)
@@ -85,18 +89,41 @@ class StreamOptions:
   allow_missing_columns: bool = False
   # How CSV values are read: as for training (the run's data settings).
   csv_rules: input_check.CsvRules = input_check.CsvRules()
+  # The stream settings (`stream.*` of the configuration); their defaults
+  # live in StreamConfig only.
+  settings: StreamConfig = dataclasses.field(default_factory=StreamConfig)
+
+  @classmethod
+  def of(cls, config: config_lib.PipelineConfig, input_dir: str,
+         output_dir: str, model_base: Optional[str] = None,
+         **invocation) -> 'StreamOptions':
+    """The job's options from a run's configuration (its stream settings,
+    label and CSV rules) and this invocation's paths and columns.
+
+    Args:
+      config: the configuration, whose `stream` section, `data.label` and
+        CSV settings the job follows.
+      input_dir: the directory to watch.
+      output_dir: where predictions, windows, late records and dead letters
+        go.
+      model_base: a TF Serving model base path (default: the
+        configuration's push destination).
+      **invocation: other fields (id_column, passthrough, pattern,
+        allow_missing_columns); None keeps the field's default.
+
+    Returns:
+      The options.
+    """
+    return cls(input_dir=input_dir, output_dir=output_dir,
+               model_base=model_base or config.serving_model_dir,
+               label_column=config.data.label,
+               csv_rules=input_check.CsvRules.of(config),
+               settings=config.stream,
+               **{k: v for k, v in invocation.items() if v is not None})
 
 
 def _counter(name: str):
-  return beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
-
-
-def write_atomically(path: str, text: str) -> None:
-  """Readers see the old file or the new one, never a part (local or GCS)."""
-  temporary = f'{path}.tmp-{time.time_ns()}'
-  with tf.io.gfile.GFile(temporary, 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(temporary, path, overwrite=True)
+  return jobs.counter(METRICS_NAMESPACE, name)
 
 
 def parse_event_time(value: str) -> float:
@@ -195,10 +222,10 @@ class WatchDirectory(beam.DoFn):
   with its event time; 'replayed': records of finished files)."""
   REPLAYED = 'replayed'
 
-  def __init__(self, options: StreamOptions, settings: StreamConfig,
+  def __init__(self, options: StreamOptions,
                input_types: Dict[str, tf.dtypes.DType]):
     self._options = options
-    self._settings = settings
+    self._settings = options.settings
     self._types = input_types
     self._files = _counter('files_read')
     self._replayed_files = _counter('files_replayed')
@@ -528,14 +555,15 @@ def _predicted_record(element):
   return window.TimestampedValue(record, record['event_time'])
 
 
-def build(root: beam.Pipeline, options: StreamOptions,
-          settings: StreamConfig, model_dir: str,
+def build(root: beam.Pipeline, options: StreamOptions, model_dir: str,
           input_types: Dict[str, tf.dtypes.DType]) -> None:
+  """Adds the stream job to `root` (separate from `run` for tests)."""
+  settings = options.settings
   watched = (
       root
       | 'InputDirectory' >> beam.Create([options.input_dir])
       | 'WatchDirectory' >> beam.ParDo(
-          WatchDirectory(options, settings, input_types))
+          WatchDirectory(options, input_types))
       .with_outputs(WatchDirectory.REPLAYED, main='rows'))
   predicted = _counter('rows_predicted')
 
@@ -572,6 +600,13 @@ class StreamResult:
   model_versions: List[str]
   summary_csv: str
   files_imputed: int = 0  # predicted without some of the model's columns
+  # Beam's result of the finished job (its metrics, state).
+  pipeline_result: Optional[Any] = dataclasses.field(
+      default=None, repr=False, compare=False)
+
+
+_COUNTERS = ('files_read', 'files_replayed', 'rows_read', 'rows_predicted',
+             'rows_dead_lettered', 'records_too_late', 'files_imputed')
 
 
 def summarize_windows(output_dir: str) -> str:
@@ -600,9 +635,23 @@ def check_input(options: StreamOptions) -> None:
     raise FileNotFoundError(f'no such input directory: {options.input_dir}')
 
 
-def run(options: StreamOptions, settings: StreamConfig, beam_args: List[str],
+def run(options: StreamOptions, beam_args: List[str],
         test_pipeline: Optional[beam.Pipeline] = None) -> StreamResult:
-  """Runs the stream until it stops (see the module doc); returns counts."""
+  """Runs the stream until it stops (see the module doc).
+
+  Args:
+    options: the paths, columns and stream settings of the job.
+    beam_args: Beam pipeline options (the job always runs as streaming).
+    test_pipeline: a pipeline to build the job on instead (tests).
+
+  Returns:
+    The counts of the job, the window summary's path, the model versions
+    that answered, and Beam's result.
+
+  Raises:
+    FileNotFoundError: no input directory, or no model version under
+      `options.model_base`.
+  """
   check_input(options)
   model_dir = prediction.latest_version_dir(options.model_base)
   input_types = prediction.model_input_types(model_dir)
@@ -610,26 +659,16 @@ def run(options: StreamOptions, settings: StreamConfig, beam_args: List[str],
   stop_file = f'{options.output_dir}/{STOP_FILE}'
   if tf.io.gfile.exists(stop_file):
     tf.io.gfile.remove(stop_file)
-  pipeline_options = PipelineOptions(beam_args)
-  pipeline_options.view_as(StandardOptions).streaming = True
-  root = test_pipeline or beam.Pipeline(options=pipeline_options)
-  build(root, options, settings, model_dir, input_types)
-  result = root.run()
-  result.wait_until_finish()
-  def value(name):
-    return prediction.counter_value(result, METRICS_NAMESPACE, name)
-
+  root = test_pipeline or jobs.pipeline(beam_args, streaming=True)
+  build(root, options, model_dir, input_types)
+  job = jobs.run_and_count(root, METRICS_NAMESPACE, _COUNTERS)
   summary_csv = summarize_windows(options.output_dir)
   versions = set()
   for path in tf.io.gfile.glob(f'{options.output_dir}/{PREDICTIONS}/*'):
     with tf.io.gfile.GFile(path) as f:
       versions |= {row['model_version'] for row in csv.DictReader(f)}
   return StreamResult(
-      files_read=value('files_read'), files_replayed=value('files_replayed'),
-      rows_read=value('rows_read'), rows_predicted=value('rows_predicted'),
-      rows_dead_lettered=value('rows_dead_lettered'),
-      records_too_late=value('records_too_late'),
+      **job.counts,
       windows=len(tf.io.gfile.glob(f'{options.output_dir}/{WINDOWS}/*.json')),
       model_versions=sorted(versions, key=int), summary_csv=summary_csv,
-      files_imputed=value('files_imputed'))
-
+      pipeline_result=job.result)

@@ -37,7 +37,7 @@ def batch(taxi_sample, taxi_pushed_model, tmp_path_factory):
   b_rows = rows[301:400] + [['1', '2', '3'], bad_number]
   write_csv(work / 'in' / 'b.csv', header, b_rows)
   result = run_cli(['predict', '--input', str(work / 'in' / '*.csv'),
-                    '--output', str(work / 'out' / 'pred'),
+                    '--output-prefix', str(work / 'out' / 'pred'),
                     '--model', str(taxi_pushed_model),
                     '--passthrough', 'fare,payment_type'])
   return result, work, header, rows[:300] + b_rows
@@ -147,7 +147,7 @@ def test_tfrecord_input_gives_the_same_predictions(batch, taxi_pushed_model):
     writer.write(wrong_type.SerializeToString())
   result = run_cli(['predict', '--input',
                     str(work / 'tfrecord' / '*.tfrecord.gz'),
-                    '--output', str(work / 'tfrecord-out' / 'pred'),
+                    '--output-prefix', str(work / 'tfrecord-out' / 'pred'),
                     '--model', str(taxi_pushed_model), '--passthrough',
                     'fare'])
   assert result.exit_code == 0, result.stderr
@@ -198,14 +198,16 @@ def test_a_missing_model_column_is_refused_unless_allowed(batch,
             [row[:label] + row[label + 1:] + ['x'] for row in rows[:10]])
   args = ['predict', '--input', str(directory), '--model',
           str(taxi_pushed_model)]
-  refused = run_cli(args + ['--output', str(work / 'refused' / 'pred')])
+  refused = run_cli(args + ['--output-prefix',
+                            str(work / 'refused' / 'pred')])
   error = _one_error_line(refused)
   assert str(directory / 'no-miles.csv') in error
   assert "'trip_miles'" in error and '--allow-missing-columns' in error
   assert 'no-label.csv' not in error
   assert not list((work / 'refused').glob('pred-0*'))
 
-  allowed = run_cli(args + ['--output', str(work / 'allowed' / 'pred'),
+  allowed = run_cli(args + ['--output-prefix',
+                            str(work / 'allowed' / 'pred'),
                             '--allow-missing-columns'])
   assert allowed.exit_code == 0, allowed.stderr
   assert 'Rows read: 30; predicted: 30; dead-lettered: 0' in allowed.stdout
@@ -249,7 +251,7 @@ def test_an_input_that_is_not_there_is_one_clear_error(case, taxi_pushed_model,
           empty, 'no CSV files (*.csv, *.csv.gz, *.csv.bz2) in the '
           'directory {}'),
       'unreadable file': (broken, 'cannot read the input file {}: ')}[case]
-  result = run_cli(['predict', '--input', str(path), '--output',
+  result = run_cli(['predict', '--input', str(path), '--output-prefix',
                     str(tmp_path / 'out' / 'pred'), '--model',
                     str(taxi_pushed_model)])
   assert _one_error_line(result).startswith(
@@ -262,7 +264,8 @@ def test_predict_keeps_tensorflow_start_up_noise_off_the_console(
   import): nothing on stderr but an error, which -v keeps last."""
   command = [str(Path(sys.executable).parent / 'tfx-e2e'), 'predict',
              '--input', str(taxi_sample), '--model', str(taxi_pushed_model)]
-  quiet = subprocess.run(command + ['--output', str(tmp_path / 'q' / 'pred')],
+  quiet = subprocess.run(command + ['--output-prefix',
+                                    str(tmp_path / 'q' / 'pred')],
                          capture_output=True, text=True, timeout=300,
                          check=False)
   assert quiet.returncode == 0, quiet.stderr
@@ -273,7 +276,7 @@ def test_predict_keeps_tensorflow_start_up_noise_off_the_console(
   for verbose in ([], ['-v']):
     missing = subprocess.run(
         command[:3] + [str(tmp_path / 'nope.csv')] + command[4:] + verbose +
-        ['--output', str(tmp_path / 'm' / 'pred')],
+        ['--output-prefix', str(tmp_path / 'm' / 'pred')],
         capture_output=True, text=True, timeout=300, check=False)
     assert missing.returncode == 2
     lines = missing.stderr.splitlines()
@@ -288,7 +291,7 @@ def test_a_file_named_with_pattern_characters_is_read_by_name(
   named = write_csv(tmp_path / 'w[1].csv', header, rows[:30])
   write_csv(tmp_path / 'w1.csv', header, rows[:5])
   result = run_cli(['predict', '--set', f'output_dir={output}', '--input',
-                    str(named), '--output', str(tmp_path / 'p')])
+                    str(named), '--output-prefix', str(tmp_path / 'p')])
   assert result.exit_code == 0, result.stderr
   assert 'predicted: 30' in result.stdout
 
@@ -299,7 +302,7 @@ def test_unknown_id_or_passthrough_columns_are_refused(taxi_run, tmp_path):
   data = write_csv(tmp_path / 'in.csv', header, rows[:5])
   for flag in ('--id-column', '--passthrough'):
     result = run_cli(['predict', '--set', f'output_dir={output}', '--input',
-                      str(data), '--output', str(tmp_path / 'p'), flag,
-                      'nope'])
+                      str(data), '--output-prefix', str(tmp_path / 'p'),
+                      flag, 'nope'])
     assert result.exit_code == 2, result
     assert "has no column 'nope'" in result.stderr

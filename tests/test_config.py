@@ -89,12 +89,78 @@ def test_unreadable_file():
 
 def test_stream_flags_are_shorthands_for_stream_settings():
   args, _ = cli.build_parser().parse_known_args(
-      ['stream', '--input', 'in', '--output', 'out', '--window', '600',
+      ['stream', '--input', 'in', '--stream-output', 'out', '--window', '600',
        '--idle-timeout', '2.5', '--set', 'stream.max_files=3'])
   stream = cli.load_config(args).stream
   assert (stream.window_seconds, stream.idle_timeout_seconds,
           stream.max_files) == (600, 2.5, 3)
   assert stream.period_seconds == 900  # the default
+
+
+def test_stream_options_take_the_configured_stream_settings():
+  """The stream job's settings are the configuration's stream section (one
+  set of defaults); the invocation adds only paths and columns."""
+  from tfx_e2e.inference import stream_predict  # pylint: disable=import-outside-toplevel
+  args, _ = cli.build_parser().parse_known_args(
+      ['stream', '--input', 'in', '--stream-output', 'out', '--poll', '0.25',
+       '--set', 'stream.watermark_lag_seconds=7', '--set', 'data.label=trip_miles'])
+  config = cli.load_config(args)
+  options = stream_predict.StreamOptions.of(
+      config, input_dir='in', output_dir='out', id_column=None, pattern=None,
+      passthrough=['payment_type'])
+  assert options.settings == config.stream
+  assert (options.settings.poll_seconds,
+          options.settings.watermark_lag_seconds) == (0.25, 7)
+  assert options.label_column == 'trip_miles'
+  assert options.model_base == config.serving_model_dir
+  assert options.pattern == '*.csv' and options.id_column is None
+  assert stream_predict.StreamOptions('i', 'o', 'm').settings == (
+      config_lib.StreamConfig())
+
+
+@pytest.mark.parametrize('argv, dest, value', [
+    (['compile', '--pipeline-file', 'p.yaml'], 'pipeline_file', 'p.yaml'),
+    (['submit', '--host', 'h', '--pipeline-file', 'p.yaml'], 'pipeline_file',
+     'p.yaml'),
+    (['predict', '--input', 'x.csv', '--output-prefix', 'p'], 'output_prefix',
+     'p'),
+    (['stream', '--input', 'in', '--stream-output', 'o'], 'stream_output',
+     'o'),
+    (['run', '--output', 'o'], 'output', 'o'),
+    (['report', '--output', 'o', '--file', 'r.html'], 'report_file',
+     'r.html'),
+])
+def test_each_output_flag_means_one_thing(argv, dest, value, capsys):
+  """--output is a run's output directory wherever it is not a deprecated
+  spelling; the other output flags are named for what they are."""
+  assert getattr(cli.build_parser().parse_args(argv), dest) == value
+  assert capsys.readouterr().err == ''
+
+
+@pytest.mark.parametrize('argv, dest, new', [
+    (['compile', '--output', 'p.yaml'], 'pipeline_file', '--pipeline-file'),
+    (['submit', '--host', 'h', '--file', 'p.yaml'], 'pipeline_file',
+     '--pipeline-file'),
+    (['predict', '--input', 'x.csv', '--output', 'p.yaml'], 'output_prefix',
+     '--output-prefix'),
+    (['stream', '--input', 'in', '--output', 'p.yaml'], 'stream_output',
+     '--stream-output'),
+])
+def test_earlier_spellings_still_work_with_a_note(argv, dest, new, capsys):
+  args = cli.build_parser().parse_args(argv)
+  assert getattr(args, dest) == 'p.yaml'
+  old = argv[-2]
+  assert capsys.readouterr().err.splitlines() == [
+      f'note: `tfx-e2e {argv[0]} {old}` is deprecated; use {new}']
+  assert 'output' not in vars(args) or args.output is None
+
+
+@pytest.mark.parametrize('command', [['compile'], ['predict', '--input', 'x'],
+                                     ['stream', '--input', 'i']])
+def test_a_required_output_is_still_required(command, capsys):
+  with pytest.raises(SystemExit):
+    cli.build_parser().parse_args(command)
+  assert 'is required' in capsys.readouterr().err
 
 
 def test_auto_beam_profile_follows_the_input_size():

@@ -119,17 +119,17 @@ def _predictions(output: Path, name: str):
     return list(csv.DictReader(f))
 
 
-def _options(work: Path):
-  return stream_predict.StreamOptions(
-      input_dir=str(work / 'in'), output_dir=str(work / 'out'),
-      model_base=str(work / 'models' / 'taxi_fare'), label_column='fare',
-      passthrough=['payment_type'])
-
-
 DAY = 86400
 SETTINGS = StreamConfig(window_seconds=DAY, period_seconds=DAY // 2,
                         allowed_lateness_seconds=DAY, poll_seconds=0.5,
                         idle_timeout_seconds=6)
+
+
+def _options(work: Path):
+  return stream_predict.StreamOptions(
+      input_dir=str(work / 'in'), output_dir=str(work / 'out'),
+      model_base=str(work / 'models' / 'taxi_fare'), label_column='fare',
+      passthrough=['payment_type'], settings=SETTINGS)
 
 
 @pytest.fixture(scope='module')
@@ -142,7 +142,7 @@ def first_stream(taxi_pushed_model, taxi_rows, tmp_path_factory):
   shutil.copytree(taxi_pushed_model, base / '1')
   result = {}
   job = threading.Thread(target=lambda: result.update(run=stream_predict.run(
-      _options(work), SETTINGS, ['--direct_running_mode=in_memory'])))
+      _options(work), ['--direct_running_mode=in_memory'])))
   job.start()
   # File 0 has a bad number and a row without an event time.
   bad_number, no_time = list(rows[0]), list(rows[1])
@@ -245,8 +245,8 @@ def test_a_restarted_stream_neither_loses_nor_repeats(first_stream, taxi_rows):
             for name in files}
   env = dict(os.environ, PYTHONUNBUFFERED='1')
   process = subprocess.Popen(
-      [sys.executable, '-m', 'pipeline', 'stream', '--input',
-       str(work / 'in'), '--output', str(output), '--model',
+      [sys.executable, '-m', 'tfx_e2e.cli', 'stream', '--input',
+       str(work / 'in'), '--stream-output', str(output), '--model',
        str(work / 'models' / 'taxi_fare'), '--passthrough', 'payment_type',
        '--window', str(DAY), '--period', str(DAY // 2), '--poll', '0.5'],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -284,7 +284,7 @@ def test_a_file_without_a_model_column_is_dead_lettered_unless_allowed(
                                 allow_missing_columns=allowed)
   (tmp_path / 'out' / stream_predict.PREDICTIONS).mkdir(parents=True)
   types = {'trip_miles': tf.float32, 'trip_seconds': tf.int64}
-  watch = stream_predict.WatchDirectory(options, SETTINGS, types)
+  watch = stream_predict.WatchDirectory(options, types)
   outputs = list(watch._read_file(str(path)))  # pylint: disable=protected-access
   dead_letters = tmp_path / 'out' / 'dead-letters' / 'no-miles.csv.jsonl'
   if allowed:
@@ -310,7 +310,7 @@ def test_a_renamed_label_and_columns_are_found_by_their_model_names(
                                 passthrough=['Payment_Type'])
   (tmp_path / 'out' / stream_predict.PREDICTIONS).mkdir(parents=True)
   types = {'Trip_Miles': tf.float32, 'trip_seconds': tf.int64}
-  watch = stream_predict.WatchDirectory(options, SETTINGS, types)
+  watch = stream_predict.WatchDirectory(options, types)
   outputs = list(watch._read_file(str(path)))  # pylint: disable=protected-access
   records = [record for record, _ in (o.value for o in outputs)]
   fare = header.index('fare')
