@@ -1,8 +1,11 @@
-"""ExampleValidator anomalies stop the run before Transform/Trainer/Pusher."""
+"""ExampleValidator anomalies stop the run before Transform/Trainer/Pusher,
+those of either split alone too."""
 
+import numpy as np
 import pytest
 import tensorflow_data_validation as tfdv
 
+from tfx_e2e.components.executors import csv_example_gen
 from tfx_e2e.pipeline import pipeline as pipeline_def
 from tfx_e2e.pipeline import runner
 from tfx_e2e.pipeline.config import PipelineConfig
@@ -58,3 +61,77 @@ def test_anomalies_stop_the_run_and_are_listed(curated_schema, tmp_path):
   assert 'island: Unexpected string values' in allowed.stdout
   results = load_run_results(config)
   assert results.pushed and results.has_anomalies
+
+
+# A CSV the input check reads as it is (LF line ends, no missing values, no
+# quoting), so that CsvExampleGen hashes these very lines into splits.
+_COLORS = ('red', 'green', 'blue')
+_UNSEEN = 'purple'
+
+
+def _split_of(line: str, config: PipelineConfig) -> str:
+  """The split CsvExampleGen puts `line` in (a hash of the line's bytes)."""
+  total = config.split.train_buckets + config.split.eval_buckets
+  return ('train' if csv_example_gen.bucket(line.encode(), total) <
+          config.split.train_buckets else 'eval')
+
+
+@pytest.fixture(scope='module')
+def eval_only_anomaly(tmp_path_factory):
+  """(CSV, curated schema): color has a value outside the schema's domain
+  on some lines that hash to eval, and on none that hash to train."""
+  config = PipelineConfig()
+  rng = np.random.default_rng(0)
+  lines, unseen = [], {'train': 0, 'eval': 0}
+  for i in range(600):
+    x = rng.normal()
+    color = _COLORS[i % 3]
+    y = 3 * x + _COLORS.index(color) + 0.1 * rng.normal()
+    line = f'{color},{x:.4f},{y:.4f}'
+    if i % 5 == 0:
+      # The unseen value where its line lands in eval; else the line as is.
+      candidate = f'{_UNSEEN},{x:.4f},{y:.4f}'
+      if _split_of(candidate, config) == 'eval':
+        line = candidate
+    lines.append(line)
+    if line.startswith(_UNSEEN):
+      unseen[_split_of(line, config)] += 1
+  assert unseen['train'] == 0 and unseen['eval'] >= 10, unseen
+  folder = tmp_path_factory.mktemp('eval-only')
+  data = folder / 'colors.csv'
+  data.write_text('color,x,y\n' + '\n'.join(lines) + '\n')
+  schema = folder / 'schema.pbtxt'
+  schema.write_text(
+      'feature { name: "color" type: BYTES domain: "color" }\n'
+      'feature { name: "x" type: FLOAT }\n'
+      'feature { name: "y" type: FLOAT }\n'
+      'string_domain { name: "color" ' +
+      ' '.join(f'value: "{c}"' for c in _COLORS) + ' }\n')
+  return data, schema
+
+
+def test_an_anomaly_in_one_split_stops_the_run(eval_only_anomaly, tmp_path):
+  data, schema = eval_only_anomaly
+  result = run_cli(['run', '--data', str(data), '--label', 'y',
+                    '--schema', str(schema), '--output', str(tmp_path)])
+  assert result.exit_code == runner.EXIT_NOT_PUSHED, (result.stdout +
+                                                      result.stderr)
+  results = load_run_results(PipelineConfig(pipeline_name='colors',
+                                            output_dir=str(tmp_path)))
+  # The validator passed train and failed eval, and said so per split.
+  assert results.anomalies['train'] == []
+  assert [a.split(':')[0] for a in results.anomalies['eval']] == ['color']
+  anomalies = results.component(pipeline_def.EXAMPLE_VALIDATOR).output(
+      'anomalies')
+  blessed = anomalies.custom_properties['blessed'].struct_value
+  assert dict(blessed) == {'train': 1.0, 'eval': 0.0}
+  # Nothing after the validator ran.
+  states = {c.node_id: c.state for c in results.components}
+  assert states[pipeline_def.EXAMPLE_VALIDATOR] == 'complete'
+  assert {node: states[node] for node in GATED} == {
+      node: 'skipped' for node in GATED}, states
+  assert not results.pushed and results.blessed is None
+  assert not (tmp_path / 'serving').exists()
+  assert 'eval: color: Unexpected string values' in result.stdout
+  assert 'train:' not in result.stdout.split('Data anomalies')[1]
+  assert 'the data gate stopped the run' in result.stdout
