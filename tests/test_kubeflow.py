@@ -4,6 +4,7 @@ submit test records what the client sends to an HTTP server on loopback."""
 
 import http.server
 import json
+import re
 import threading
 
 import pytest
@@ -70,14 +71,126 @@ def test_kubeflow_spec_matches_the_local_pipeline(compiled):
   assert compiled_edges == _local_edges() - {gate_on_resolver}
 
 
-def test_data_gate_condition_reads_each_split(compiled):
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<number>\d+(?:\.\d*)?)
+  | (?P<string>'[^']*'|"[^"]*")
+  | (?P<name>[A-Za-z_]\w*)
+  | (?P<op>&&|\|\||==|!=|<=|>=|[<>!()\[\].])
+)""", re.VERBOSE)
+
+
+def _tokens(text):
+  tokens, at = [], 0
+  while text[at:].strip():
+    match = _TOKEN.match(text, at)
+    assert match, f'cannot read {text[at:]!r}'
+    kind = match.lastgroup
+    value = match.group(kind)
+    tokens.append((kind, float(value) if kind == 'number' else
+                   value[1:-1] if kind == 'string' else value))
+    at = match.end()
+  return tokens
+
+
+def _parse(text):
+  """A CEL condition (the subset KFP's compiler writes) as a tree of tuples:
+  ('&&'|'||'|'=='|..., left, right), ('!', x), ('index', x, key),
+  ('attr', x, name), ('name', n), ('number', 1.0), ('string', s).
+  Parentheses and spacing leave no trace, numbers compare as numbers."""
+  tokens = _tokens(text)
+  at = 0
+
+  def peek():
+    return tokens[at][1] if at < len(tokens) else None
+
+  def take(expected=None):
+    nonlocal at
+    kind, value = tokens[at]
+    assert expected is None or value == expected, (expected, tokens[at:])
+    at += 1
+    return kind, value
+
+  def binary(operators, operand):
+    def parse():
+      left = operand()
+      while peek() in operators:
+        _, op = take()
+        left = (op, left, operand())
+      return left
+    return parse
+
+  def unary():
+    if peek() == '!':
+      take()
+      return ('!', unary())
+    return postfix()
+
+  def postfix():
+    node = primary()
+    while peek() in ('.', '['):
+      if take()[1] == '.':
+        node = ('attr', node, take()[1])
+      else:
+        node = ('index', node, expression())
+        take(']')
+    return node
+
+  def primary():
+    if peek() == '(':
+      take('(')
+      node = expression()
+      take(')')
+      return node
+    kind, value = take()
+    assert kind in ('name', 'number', 'string'), (kind, value)
+    return (kind, value)
+
+  comparison = binary(('==', '!=', '<', '<=', '>', '>='), unary)
+  expression = binary(('||',), binary(('&&',), comparison))
+  tree = expression()
+  assert at == len(tokens), f'left over: {tokens[at:]}'
+  return tree
+
+
+def _input_artifacts(tree):
+  """The keys KEY of every inputs.artifacts[KEY] in a parsed condition."""
+  if not isinstance(tree, tuple):
+    return []
+  if tree[:2] == ('index', ('attr', ('name', 'inputs'), 'artifacts')):
+    return [tree[2][1]]
+  return [key for part in tree[1:] for key in _input_artifacts(part)]
+
+
+def test_data_gate_condition_is_both_splits_blessed(compiled):
   spec, _, _ = compiled
-  for node in (pipeline_def.TRANSFORM, pipeline_def.TRAINER,
-               pipeline_def.EVALUATOR, pipeline_def.PUSHER):
-    condition = spec['root']['dag']['tasks'][node]['triggerPolicy'][
-        'condition']
-    assert "metadata['blessed']['train'] == 1.0" in condition
-    assert "metadata['blessed']['eval'] == 1.0" in condition
+  tasks = spec['root']['dag']['tasks']
+  gated = {task for task, body in tasks.items() if 'triggerPolicy' in body}
+  assert gated == {pipeline_def.TRANSFORM, pipeline_def.TRAINER,
+                   pipeline_def.EVALUATOR, pipeline_def.PUSHER}
+  for node in sorted(gated):
+    condition = _parse(tasks[node]['triggerPolicy']['condition'])
+    # The input artifact the condition reads is the validator's anomalies.
+    (key,) = set(_input_artifacts(condition))
+    assert tasks[node]['inputs']['artifacts'][key] == {'taskOutputArtifact': {
+        'producerTask': pipeline_def.EXAMPLE_VALIDATOR,
+        'outputArtifactKey': 'anomalies'}}
+    blessed = (f"inputs.artifacts['{key}'].artifacts[0]"
+               ".metadata['blessed']")
+    assert condition == _parse(f"({blessed}['train'] == 1) && "
+                               f"({blessed}['eval'] == 1)"), condition
+
+
+def test_condition_parser_tells_expressions_apart():
+  same = _parse("((a.b['x'] == 1.0) && (a.b['y'] == 1))")
+  assert same == _parse("a . b [ 'x' ] == 1 && a.b[\"y\"] == 1.0")
+  for different in ("a.b['x'] == 1 || a.b['y'] == 1",
+                    "a.b['x'] == 1 && a.b['x'] == 1",
+                    "a.b['y'] == 1 && a.b['x'] == 1",
+                    "a.b['x'] != 1 && a.b['y'] == 1",
+                    "a.b['x'] == 0 && a.b['y'] == 1",
+                    "a.c['x'] == 1 && a.b['y'] == 1",
+                    "a.b['x'] == 1"):
+    assert _parse(different) != same, different
 
 
 def test_image_beam_profile_paths_and_module_code(compiled):
