@@ -16,10 +16,10 @@ the tf.Transform graph, so both serving signatures take raw data:
   is imputed as in training.
 """
 
+import logging
 import os
 from typing import Any, Dict, List, NamedTuple, Optional
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -29,6 +29,8 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.tfxio import dataset_util
 
 from tfx_e2e.components import features
+
+_log = logging.getLogger(__name__)
 
 PREDICTION_KEY = 'outputs'
 EXAMPLES_KEY = 'inputs'
@@ -361,7 +363,7 @@ def run_fn(fn_args: FnArgs) -> None:
         _dataset(fn_args.train_files, tft_output, label, LEAST_SQUARES_BATCH,
                  one_pass=True),
         custom_config['l2'])
-    logging.info('Least squares fitted: training RMSE %.4g', rmse)
+    _log.info('Least squares fitted: training RMSE %.4g', rmse)
   else:
     model = _fit_sgd(fn_args, tft_output, label)
   # Without Keras's per-layer call traces (seconds to trace): every consumer
@@ -378,14 +380,14 @@ def _fit_sgd(fn_args: FnArgs,
   train = _dataset(fn_args.train_files, tft_output, label, batch_size)
   evaluation = _dataset(fn_args.eval_files, tft_output, label, batch_size)
   mean, std = label_moments(train)
-  logging.info('Label %s: mean %.4g, standard deviation %.4g', label, mean, std)
+  _log.info('Label %s: mean %.4g, standard deviation %.4g', label, mean, std)
   model = build_model(tft_output, label, custom_config['learning_rate'],
                       label_mean=mean, label_std=std)
   history = model.fit(
       train, steps_per_epoch=fn_args.train_steps, epochs=1,
       validation_data=evaluation, validation_steps=fn_args.eval_steps,
       verbose=0)
-  logging.info('Training finished: %s',
+  _log.info('Training finished: %s',
                {k: v[-1] for k, v in history.history.items()})
   return model
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline.config import PipelineConfig, save_run_config
 
+_log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
   from tfx_e2e.reports import results as results_lib
 
@@ -76,7 +78,7 @@ def cancel_abandoned_executions(metadata_path: str) -> int:
     execution.last_known_state = metadata_store_pb2.Execution.CANCELED
   if abandoned:
     store.put_executions(abandoned)
-    logging.warning('marked %d execution(s) of an interrupted run as '
+    _log.warning('marked %d execution(s) of an interrupted run as '
                     'CANCELED: %s', len(abandoned),
                     ', '.join(str(e.id) for e in abandoned))
   return len(abandoned)
@@ -117,13 +119,13 @@ class _ProgressReporter:
     try:
       self._report(*args)
     except Exception:  # pylint: disable=broad-except
-      logging.exception('progress report %s failed (the run goes on)', args)
+      _log.exception('progress report %s failed (the run goes on)', args)
 
   def _node_id(self, launcher_self) -> str:
     try:
       return launcher_self._pipeline_node.node_info.id  # pylint: disable=protected-access
     except AttributeError:  # another tfx: no name, but the launch runs
-      logging.warning('cannot tell which component is launched',
+      _log.warning('cannot tell which component is launched',
                       exc_info=True)
       return 'a component'
 

@@ -30,10 +30,10 @@ decode them.
 """
 
 import contextlib
+import logging
 import os
 from typing import Iterator, List, Optional
 
-from absl import logging
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow as tf
@@ -49,6 +49,8 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import dataset_util
 from tfx_bsl.tfxio import record_based_tfxio
 from tfx_bsl.tfxio import tf_example_record
+
+_log = logging.getLogger(__name__)
 
 # Records per RecordBatch when the caller does not ask for a size (none of
 # the three does). tfx-bsl's own batching reaches 1,000; their per-batch
@@ -130,7 +132,7 @@ class _DecodeFile(beam.DoFn):
       with tf.io.gfile.GFile(columns_file, 'rb') as f:
         table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
     except (pa.ArrowException, OSError) as e:  # the records still are
-      logging.warning('%s cannot be read (%s); decoding %s instead',
+      _log.warning('%s cannot be read (%s); decoding %s instead',
                       columns_file, e, path)
       return None
     if (table.schema.metadata or {}).get(_RECORD_FILE_BYTES) != str(
