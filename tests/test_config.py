@@ -103,7 +103,8 @@ def test_stream_options_take_the_configured_stream_settings():
   from tfx_e2e.inference import stream_predict  # pylint: disable=import-outside-toplevel
   args, _ = cli.build_parser().parse_known_args(
       ['stream', '--input', 'in', '--stream-output', 'out', '--poll', '0.25',
-       '--set', 'stream.watermark_lag_seconds=7', '--set', 'data.label=trip_miles'])
+       '--set', 'stream.watermark_lag_seconds=7', '--set',
+       'data.label=trip_miles'])
   config = cli.load_config(args)
   options = stream_predict.StreamOptions.of(
       config, input_dir='in', output_dir='out', id_column=None, pattern=None,
