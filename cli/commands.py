@@ -474,6 +474,18 @@ def _stream(args: argparse.Namespace) -> int:
 
 def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
                    output_dir: Path, log_path: Path) -> int:
+  """`stream` once its log is open: builds the job's options, runs it
+  until it stops (a signal writes the STOP file), prints the counts.
+
+  Args:
+    args: the parsed command line of `stream`.
+    config: the configuration (its stream section, label, CSV rules).
+    output_dir: the stream's output directory (--stream-output).
+    log_path: where the job logs.
+
+  Returns:
+    0.
+  """
   import signal  # pylint: disable=import-outside-toplevel
   from tfx_e2e.inference import stream_predict  # pylint: disable=import-outside-toplevel
   options = stream_predict.StreamOptions.of(
@@ -684,6 +696,17 @@ def _ignore_tensorflow_teardown_errors() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+  """`tfx-e2e`: runs the sub-command of the command line.
+
+  Args:
+    argv: the arguments (default: sys.argv[1:]); flags that no sub-command
+      knows go to Beam for `predict` and `stream`.
+
+  Returns:
+    The exit code: the command's, runner.EXIT_BAD_INPUT for bad input,
+    configuration or command line, runner.EXIT_FAILED, runner.EXIT_BUSY,
+    or 130 when interrupted.
+  """
   _ignore_tensorflow_teardown_errors()
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
