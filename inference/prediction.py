@@ -26,7 +26,7 @@ import pyarrow.csv as pa_csv
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from tfx_e2e.pipeline import input_check
+from tfx_e2e.formats import csv_rules
 from tfx_e2e.serving.models import load_newest_version, VersionWatch
 
 _log = logging.getLogger(__name__)
@@ -110,9 +110,9 @@ def missing_columns(header: Sequence[str],
                     input_types: Dict[str, tf.dtypes.DType]) -> List[str]:
   """The model's raw features that a CSV header lacks, in the model's
   order, a header name standing for its valid model name as in training
-  (`input_check.feature_names`). Columns the model does not read (the
+  (`csv_rules.feature_names`). Columns the model does not read (the
   label, others) do not matter."""
-  present = set(input_check.feature_names(header))
+  present = set(csv_rules.feature_names(header))
   return [name for name in input_types if name not in present]
 
 
@@ -124,7 +124,7 @@ class CsvTable:
   line_numbers: np.ndarray       # the file line of each row
   bad_rows: List[Tuple[int, str, str]]  # (line, raw line, error)
   _lines: List[bytes]
-  rules: input_check.CsvRules = input_check.CsvRules()
+  rules: csv_rules.CsvRules = csv_rules.CsvRules()
 
   def __len__(self) -> int:
     return len(self.line_numbers)
@@ -134,13 +134,13 @@ class CsvTable:
 
   def _column(self, name: str, header_first: bool) -> Optional[pa.Array]:
     """The column a name stands for: by its header name, or by the model
-    name its header name makes (`input_check.feature_names`; read_csv
+    name its header name makes (`csv_rules.feature_names`; read_csv
     refuses a header in which two columns make one). A model input is
     looked up by model name only: `a_b` may be another column's header
     name."""
     if header_first and name in self.columns:
       return self.columns[name]
-    names = input_check.feature_names(self.header)
+    names = csv_rules.feature_names(self.header)
     return self.columns.get(self.header[names.index(name)]) if (
         name in names) else None
 
@@ -159,18 +159,14 @@ class CsvTable:
     """The values of the model input `name` as training read them: spaces
     trimmed, a missing-value marker empty; None if the file lacks it."""
     column = self._column(name, header_first=False)
-    if column is None:
-      return None
-    column = pc.utf8_trim_whitespace(column)
-    return pc.if_else(pc.is_in(column, value_set=pa.array(
-        self.rules.na_values, pa.string())), '', column)
+    return None if column is None else self.rules.cleaned(column)
 
 
 _LINE_BREAK = r'\r\n|\r|\n'
 
 
 def read_csv(data: bytes,
-             rules: input_check.CsvRules = input_check.CsvRules()
+             rules: csv_rules.CsvRules = csv_rules.CsvRules()
              ) -> CsvTable:
   """Parses a CSV file with pyarrow's reader. Ragged rows are bad rows
   with their line; blank lines are skipped; a quoted value may span lines;
@@ -183,16 +179,17 @@ def read_csv(data: bytes,
   data = data.removeprefix(b'\xef\xbb\xbf')  # a BOM, as Excel writes
   # Lines end at \n, \r\n or a lone \r, as for pyarrow's reader.
   lines = data.splitlines()
-  delimiter = input_check.delimiter_of(
+  delimiter = csv_rules.delimiter_of(
       lines[0].decode('utf-8') if lines else '', rules.delimiter,
-      [line.decode('utf-8') for line in lines[1:20]])
+      [line.decode('utf-8')
+       for line in lines[1:csv_rules.DELIMITER_SAMPLE]])
   try:
-    header = next(csv.reader([lines[0].decode('utf-8')],
-                             delimiter=delimiter), []) if lines else []
+    header = csv_rules.parse_header(lines[0].decode('utf-8'),
+                                    delimiter) if lines else []
   except csv.Error as e:
     raise ValueError(f'malformed CSV header: {e}') from None
   # Two columns that make one model input name: which is the input?
-  input_check.check_header(Path('header'), header)
+  csv_rules.check_header(Path('header'), header)
   blank = np.array([not line.strip() for line in lines] + [True])
   if not header or blank[1:].all():
     return CsvTable(header, {}, np.zeros(0, np.int64), [], lines, rules)
@@ -299,8 +296,9 @@ def _numbers(values: pa.Array, dtype: tf.dtypes.DType, name: str,
   return numbers
 
 
-def encode_examples(table: CsvTable, input_types: Dict[str, tf.dtypes.DType]
-                    ) -> Tuple[List[bytes], Dict[int, str]]:
+def examples_for_model(table: CsvTable,
+                       input_types: Dict[str, tf.dtypes.DType]
+                       ) -> Tuple[List[bytes], Dict[int, str]]:
   """The rows of `table` -> serialized tf.Examples typed as the model reads
   them, column by column (tfx-bsl's C++ encoder). An empty value becomes
   an empty feature, which parses as missing, so the model imputes it. A
@@ -341,6 +339,10 @@ def encode_examples(table: CsvTable, input_types: Dict[str, tf.dtypes.DType]
         pa.array(offsets, mask=np.append(~present, False)), values))
   return example_coder.RecordBatchToExamples(
       pa.RecordBatch.from_arrays(arrays, list(columns))), errors
+
+
+# The former name, for callers not yet moved to examples_for_model.
+encode_examples = examples_for_model
 
 
 _KIND = {'bytes_list': tf.string, 'int64_list': tf.int64,

@@ -1,7 +1,11 @@
-"""The CSV rules, and the data gate in front of CsvExampleGen.
+"""The data gate in front of CsvExampleGen, and the CSV rules it applies.
 
 What the pipeline takes from a user's CSV is decided here, once, before TFX
-starts; nothing downstream guesses again:
+starts; nothing downstream guesses again. The rules that the other readers
+of CSV files share (delimiter, header names, missing values, numbers) are
+enforced by one module, formats/csv_rules.py; this one applies them to the
+training data, and adds what only the gate decides (files, labels, the
+normalized copy):
 
 - **Files**: a CSV file, or a directory of them sharing one header; plain,
   gzip, bzip2 or xz (detected from the bytes, not the name). The path is
@@ -50,9 +54,7 @@ import hashlib
 import io
 import lzma
 import math
-import os
 import re
-import unicodedata
 from pathlib import Path
 from typing import (IO, Dict, Iterator, List, Optional, Sequence,
                     Tuple)
@@ -62,22 +64,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from tfx_e2e.components import features
-from tfx_e2e.pipeline.config import (DEFAULT_NA_VALUES, FILE_PATTERN_CHARS,
-                             PipelineConfig)
+from tfx_e2e.formats import csv_rules, files
+# The rules themselves, under the names the gate's callers use.
+from tfx_e2e.formats.csv_rules import (DELIMITER_SAMPLE, DELIMITERS, NUMBER,
+                                       CsvRules, InputError, casts,
+                                       check_header, configured_delimiter,
+                                       delimiter_of, feature_name,
+                                       feature_names, resolve_column)
+from tfx_e2e.pipeline.config import FILE_PATTERN_CHARS, PipelineConfig
 
 
-class InputError(ValueError):
-  """The input data cannot be used; the message names the file and problem."""
-
-
-DELIMITERS = (',', ';', '\t', '|')
-# A number as CsvExampleGen's Arrow cast reads one (and so the Transform):
-# no `+`, no spaces, no thousands separators, no `_`; `inf`/`nan` are
-# numbers there (non-finite ones, missing to the model).
-NUMBER = re.compile(
-    r'-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?'
-    r'|-?(?:inf|infinity|nan)',
-    re.IGNORECASE)
 # What a person would read as a number, written in a way CsvExampleGen does
 # not: a sign, a currency, thousands separators, a decimal comma, a percent.
 _LOOKS_NUMERIC = re.compile(
@@ -87,11 +83,9 @@ _LOOKS_NUMERIC = re.compile(
 _CSV_SUFFIXES = ('.csv', '.csv.gz', '.csv.bz2', '.csv.xz')
 _MAX_EXAMPLES = 5
 # In the key of the normalized copy: a change to these rules writes anew.
-_CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-# Lines on which the delimiter is detected.
-_DELIMITER_SAMPLE = 20
-# A name kept as it is: a letter, then letters, digits and `_`.
-_VALID_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
+_CODE_DIGEST = hashlib.sha256(b''.join(
+    Path(module).read_bytes()
+    for module in (__file__, csv_rules.__file__))).hexdigest()
 # Values on which a column that is not all numbers is judged mostly text.
 _TYPE_SAMPLE = 1000
 
@@ -132,28 +126,6 @@ class InputReport:
   # Columns without a value (no feature: CsvExampleGen leaves them out).
   empty_columns: List[str] = dataclasses.field(default_factory=list)
   label_range: Tuple[float, float] = (0.0, 0.0)
-
-
-def feature_name(title: str, position: int) -> str:
-  """The model input name of the column headed `title` at `position` (from
-  1): valid as a TensorFlow signature argument (see the module docstring).
-  It depends on the title alone, except for an empty one."""
-  name = title
-  if not _VALID_NAME.fullmatch(title):
-    ascii_title = unicodedata.normalize('NFKD', title).encode(
-        'ascii', 'ignore').decode()
-    name = re.sub(r'[^A-Za-z0-9_]+', '_', ascii_title).strip('_')
-    name = re.sub(r'__+', '_', name)
-  if not name:
-    return f'column_{position}'
-  return f'c_{name}' if name[0].isdigit() else name
-
-
-def feature_names(header: Sequence[str]) -> List[str]:
-  """The model input names of a header's columns (`feature_name`); the
-  data gate refuses a header in which two are the same (`check_header`)."""
-  return [feature_name(title, position)
-          for position, title in enumerate(header, start=1)]
 
 
 def _compression(path: Path) -> Optional[str]:
@@ -217,55 +189,13 @@ def _text(path: Path, compression: Optional[str]) -> IO[str]:
     raise InputError(f'{path}: cannot read: {e.strerror}') from e
 
 
-_DELIMITER_NAMES = {'tab': '\t', '\\t': '\t', 'comma': ',',
-                    'semicolon': ';', 'pipe': '|'}
-
-
-def configured_delimiter(value: str) -> str:
-  """data.delimiter as a character (`tab` and a typed `\\t` are a tab)."""
-  return _DELIMITER_NAMES.get(value.strip().lower(), value)
-
-
-def delimiter_of(header_line: str, configured: str = '',
-                 next_lines: Sequence[str] = ()) -> str:
-  """`configured`, or the delimiter of a header line: of those it holds,
-  the one that splits the next lines into as many fields as the header
-  (the most used one if none does; `,` if it holds none)."""
-  if configured:
-    return configured_delimiter(configured)
-  counts = {d: header_line.count(d) for d in DELIMITERS}
-  found = sorted((d for d in DELIMITERS if counts[d]),
-                 key=lambda d: (-counts[d], d != ','))
-  for delimiter in found:
-    try:
-      rows = list(csv.reader([header_line, *next_lines], delimiter=delimiter))
-    except csv.Error:
-      continue  # the record pass names the line
-    if len(rows[0]) > 1 and all(len(r) == len(rows[0]) for r in rows if r):
-      return delimiter
-  return found[0] if found else ','
-
-
-@dataclasses.dataclass(frozen=True)
-class CsvRules:
-  """The settings of these rules that prediction applies to its CSV input
-  as training did (data.delimiter, data.na_values)."""
-  delimiter: str = ''
-  na_values: Tuple[str, ...] = DEFAULT_NA_VALUES
-
-  @classmethod
-  def of(cls, config: PipelineConfig) -> 'CsvRules':
-    return cls(configured_delimiter(config.data.delimiter),
-               tuple(config.data.na_values) + ('',))
-
-
 def _header_delimiter(path: Path, compression: Optional[str],
                       configured: str) -> str:
   if configured:
     return configured_delimiter(configured)
   with _text(path, compression) as text:
     try:
-      lines = [line for _, line in zip(range(_DELIMITER_SAMPLE), text)]
+      lines = [line for _, line in zip(range(DELIMITER_SAMPLE), text)]
     except UnicodeDecodeError:
       raise _not_utf8(path, compression) from None
   return delimiter_of(lines[0] if lines else '', '', lines[1:])
@@ -312,38 +242,6 @@ def _not_utf8(path: Path, compression: Optional[str]) -> InputError:
                           f'(byte {line[e.start]:#04x}); save the file as '
                           'UTF-8')
   return InputError(f'{path}: not valid UTF-8 text')
-
-
-def check_header(path: Path, header: Sequence[str]) -> None:
-  """Refuses two columns with one name, or with one model input name:
-  compared regardless of case, as TensorFlow's signatures compare them."""
-  seen: Dict[str, int] = {}
-  for position, (title, name) in enumerate(
-      zip(header, feature_names(header)), start=1):
-    first = seen.setdefault(name.lower(), position)
-    if first == position:
-      continue
-    if header[first - 1] == title:
-      raise InputError(
-          f'{path}:1: columns {first} and {position} are both named '
-          f'{title!r}; rename one of them (settings could not tell them '
-          'apart)')
-    raise InputError(
-        f'{path}:1: columns {first} ({header[first - 1]!r}) and {position} '
-        f'({title!r}) would both be the model input {name!r} (names made '
-        'valid, compared regardless of case); rename one of them')
-
-
-def resolve_column(name: str, header: Sequence[str],
-                   names: Sequence[str]) -> Optional[str]:
-  """The model name of a column named as in the header or as the model
-  names it (the header first); None if neither."""
-  for candidates in (header, names):
-    normalized = [unicodedata.normalize('NFC', c) for c in candidates]
-    wanted = unicodedata.normalize('NFC', name)
-    if wanted in normalized:
-      return names[normalized.index(wanted)]
-  return None
 
 
 def _resolved_settings(config: PipelineConfig, path: Path,
@@ -416,14 +314,6 @@ def resolve_config(config: PipelineConfig,
                                 report.columns)
   return dataclasses.replace(config, data=dataclasses.replace(
       config.data, path=report.path, **resolved))
-
-
-def _casts(values: pa.Array, arrow_type: pa.DataType) -> bool:
-  try:
-    pc.cast(values, arrow_type)
-    return True
-  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-    return False
 
 
 def _label_problem(value: str, na_values: frozenset) -> Optional[str]:
@@ -515,7 +405,7 @@ class _ColumnProfile:
     self.present[name] += len(present)
     if name in self._text:
       return
-    if _casts(present, pa.float64()):
+    if casts(present, pa.float64()):
       return  # numbers once the markers are out
     if name not in self.not_numbers and self._mostly_text(present):
       # Judged on the first values that do not all parse: a text column
@@ -568,7 +458,7 @@ def check_input(config: PipelineConfig) -> InputReport:
   """
   data_path = Path(config.data.path)
   files = _input_files(data_path)
-  na_values = frozenset(config.data.na_values) | {''}
+  na_values = CsvRules.of(config).missing_values
   digest = hashlib.sha256('\0'.join(
       [_CODE_DIGEST, config.data.label, config.data.delimiter,
        *sorted(na_values)]).encode())
@@ -737,10 +627,10 @@ def prepare_input(config: PipelineConfig, report: InputReport) -> str:
   target = Path(report.path)
   if target.exists():  # same input as a previous run: keep the file (cache)
     return str(target)
-  na_values = frozenset(config.data.na_values) | {''}
+  na_values = CsvRules.of(config).missing_values
   target.parent.mkdir(parents=True, exist_ok=True)
-  partial = target.with_suffix('.csv.partial')
-  with open(partial, 'w', newline='', encoding='utf-8') as out:
+  # Never a half-written input in place: a later run would take it whole.
+  with files.atomic_output(target, 'w', newline='') as out:
     writer = csv.writer(out, lineterminator='\n')
     writer.writerow(report.columns)
     for path in map(Path, report.files):
@@ -755,7 +645,6 @@ def prepare_input(config: PipelineConfig, report: InputReport) -> str:
         if fields:
           writer.writerow(['' if value in na_values else value for value in
                            (field.strip() for field in fields)])
-  os.replace(partial, target)  # never leave a half-written input behind
   return str(target)
 
 

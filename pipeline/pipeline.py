@@ -115,7 +115,8 @@ def implementation(config: PipelineConfig) -> Implementation:
       csv_example_gen.CsvExampleGen, examples_io.StatisticsGen,
       examples_io.Transform, examples_io.Evaluator,
       extractors=extractors.__name__,
-      example_gen_code=(csv_example_gen.__name__, examples_io.__name__),
+      example_gen_code=(csv_example_gen.__name__, examples_io.__name__,
+                        csv_example_gen.csv_rules.__name__),
       examples_code=(examples_io.__name__,))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfx_e2e.pipeline import input_check
+from tfx_e2e.formats import csv_rules
 from tfx_e2e.inference import prediction
 from tfx_e2e.pipeline.config import DataConfig, PipelineConfig, save_run_config
 
@@ -23,7 +23,8 @@ def _features(serialized):
 
 
 def _encode(text):
-  return prediction.encode_examples(prediction.read_csv(text.encode()), TYPES)
+  return prediction.examples_for_model(prediction.read_csv(text.encode()),
+                                       TYPES)
 
 
 def test_values_are_typed_and_empty_ones_left_out():
@@ -103,7 +104,7 @@ def test_values_are_read_by_the_training_rules():
   and another delimiter, as the training input was read."""
   table = prediction.read_csv('Trip Miles;Compañía;seconds\n'
                               ' 2.5 ;NA;60\nN/A; Flash Cab ;?\n'.encode())
-  examples, errors = prediction.encode_examples(
+  examples, errors = prediction.examples_for_model(
       table, {'Trip_Miles': tf.float32, 'Compania': tf.string,
               'seconds': tf.int64})
   assert errors == {}
@@ -117,9 +118,9 @@ def test_values_are_read_by_the_training_rules():
 
 
 def test_configured_markers_and_delimiter():
-  rules = input_check.CsvRules(delimiter='|', na_values=('missing',))
+  rules = csv_rules.CsvRules(delimiter='|', na_values=('missing',))
   table = prediction.read_csv(b'a|b\nmissing|NA\n', rules)
-  examples, _ = prediction.encode_examples(
+  examples, _ = prediction.examples_for_model(
       table, {'a': tf.string, 'b': tf.string})
   assert [_features(e) for e in examples] == [{'b': [b'NA']}]
 
@@ -129,7 +130,8 @@ def test_model_inputs_are_found_whatever_the_order_of_the_columns():
   columns in another order feeds each input its own column."""
   types = {'Trip_Miles': tf.float32, 'x': tf.int64}
   for text in (b'Trip Miles,x\n1.5,2\n', b'x,Trip Miles\n2,1.5\n'):
-    examples, _ = prediction.encode_examples(prediction.read_csv(text), types)
+    examples, _ = prediction.examples_for_model(prediction.read_csv(text),
+                                                types)
     assert [_features(e) for e in examples] == [{'Trip_Miles': [1.5],
                                                  'x': [2]}]
 

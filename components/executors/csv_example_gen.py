@@ -10,9 +10,12 @@ held 4.5 GB at 1.5M rows. This one produces the same examples with Arrow:
 - a first pass infers each column's type as TFX does (int if every non-empty
   value is an int64, else float if every one is a number, else string);
 - a second pass parses each range with pyarrow's CSV reader and encodes it
-  column by column (`encode_examples`). An empty value is an empty value
-  list, as with TFX; a column that is empty in every row is left out (TFX
-  writes it with no type).
+  column by column (`record_batch_to_examples`). An empty value is an empty
+  value list, as with TFX; a column that is empty in every row is left out
+  (TFX writes it with no type).
+
+The rules shared with the data gate and prediction (the type rule, the
+header line) come from formats/csv_rules.py.
 
 Rows are split by a hash of their line (TFX's hash rule, on the line rather
 than on the serialized tf.Example, whose encoding by TFX does not fix the
@@ -66,12 +69,14 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from tfx_e2e.components.executors import examples_io
+from tfx_e2e.formats import csv_rules
+# The type rule (TFX's: int, else float, else text), shared with the gate.
+from tfx_e2e.formats.csv_rules import (FLOAT, INT, STRING, TYPE_SAMPLE,
+                                       UNKNOWN, column_type)
 
 # Bytes of CSV per unit of work: large enough to amortise the per-range
 # cost, small enough to keep the parsed range within tens of MB.
 RANGE_BYTES = 32 << 20
-# Column types, in the order in which they generalise.
-UNKNOWN, INT, FLOAT, STRING = range(4)
 _ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), STRING: pa.binary()}
 
 Range = Tuple[str, int, int]  # file, first byte, end byte
@@ -81,21 +86,6 @@ def byte_ranges(path: str, range_bytes: int = RANGE_BYTES) -> List[Range]:
   size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
   return [(path, start, min(start + range_bytes, size))
           for start in range(0, max(size, 1), range_bytes)]
-
-
-def _header_line(f) -> Tuple[bytes, int]:
-  """The first line (ended by LF, CRLF or CR) and where the next begins."""
-  head = b''
-  while True:
-    block = f.read(1 << 16)
-    head += block
-    breaks = [i for i in (head.find(b'\r'), head.find(b'\n')) if i >= 0]
-    if breaks or not block:
-      break
-  if not breaks:
-    return head, len(head)
-  at = min(breaks)
-  return head[:at], at + (2 if head[at:at + 2] == b'\r\n' else 1)
 
 
 def _next_line_start(f, position: int) -> int:
@@ -117,7 +107,7 @@ def read_range(path: str, start: int, end: int) -> Tuple[bytes, bytes]:
   consecutive ranges hold every line once; the header is returned apart.
   """
   with FileSystems.open(path, compression_type='uncompressed') as f:
-    header, data_start = _header_line(f)
+    header, data_start = csv_rules.header_line(f)
     first = max(data_start, _next_line_start(f, start))
     last = max(data_start, _next_line_start(f, end))
     f.seek(first)
@@ -165,32 +155,6 @@ def parse_range(path: str, start: int, end: int
         f'{table.num_rows} CSV rows (a quoted value spanning lines?)')
   return lines, {name: column.combine_chunks()
                  for name, column in zip(table.column_names, table.columns)}
-
-
-# Values cast first, before the whole column: a cast parses every value even
-# when the first one fails (0.3 us each), and most columns fail one of the
-# two casts (a float column the int cast). Failing on a sample decides it.
-TYPE_SAMPLE = 1000
-
-
-def _casts(values: pa.Array, arrow_type: pa.DataType) -> bool:
-  try:
-    pc.cast(values, arrow_type)
-    return True
-  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-    return False
-
-
-def column_type(values: pa.Array) -> int:
-  """TFX's type for a column of text values, judged on the non-empty ones."""
-  values = values.filter(pc.not_equal(values, ''))
-  if not len(values):
-    return UNKNOWN
-  for kind, arrow_type in ((INT, pa.int64()), (FLOAT, pa.float64())):
-    if (_casts(values[:TYPE_SAMPLE], arrow_type) and
-        _casts(values, arrow_type)):
-      return kind
-  return STRING
 
 
 def range_types(byte_range: Range) -> Dict[str, int]:
@@ -241,12 +205,13 @@ def typed_batch(columns: Dict[str, pa.Array],
   return pa.RecordBatch.from_arrays(arrays, names)
 
 
-# The tf.Example wire format, as `encode_examples` writes it: an Example is
-# field 1 (Features), a Features is field 1 repeated (map entries), an entry
-# is its key (field 1) and its Feature (field 2), a Feature is one of a
-# BytesList (1), FloatList (2) or Int64List (3), whose values are field 1:
-# each its own field in a BytesList, packed in the others. Every field here
-# is length-delimited: a tag byte, the length as a varint, the bytes.
+# The tf.Example wire format, as `record_batch_to_examples` writes it: an
+# Example is field 1 (Features), a Features is field 1 repeated (map
+# entries), an entry is its key (field 1) and its Feature (field 2), a
+# Feature is one of a BytesList (1), FloatList (2) or Int64List (3), whose
+# values are field 1: each its own field in a BytesList, packed in the
+# others. Every field here is length-delimited: a tag byte, the length as a
+# varint, the bytes.
 _VARINT_LIMITS = [np.uint64(1) << np.uint64(7 * k) for k in range(1, 10)]
 _BYTES_TAG, _FLOATS_TAG, _INTS_TAG = b'\x0a', b'\x12', b'\x1a'
 
@@ -351,14 +316,17 @@ def _feature_entries(name: str, column: pa.Array
   return entries, sizes
 
 
-def encode_examples(batch: pa.RecordBatch) -> List[bytes]:
+def record_batch_to_examples(batch: pa.RecordBatch) -> List[bytes]:
   """The rows of a `typed_batch` as serialized tf.Examples.
 
   The same examples as tfx-bsl's RecordBatchToExamples (a feature a column,
   an empty list where a row has no value), up to the order of the features,
-  which that one does not fix either. At ~2x its speed: built column by
-  column with Arrow and numpy, where it goes row by row (a third of this
-  component's time).
+  which that one does not fix either. Built column by column with Arrow
+  and numpy, where that one goes row by row: at 1.5M rows, 5.9 CPU s
+  against its 10.1 s, and this component's whole step 27.3 against 31.9
+  CPU s (BENCHMARKS.md), ~7% of the in-memory pipeline's time. Named
+  apart from prediction's `examples_for_model`, which types a table for a
+  model's inputs and uses tfx-bsl's encoder.
   """
   entries, sizes = [], np.zeros(batch.num_rows, np.int64)
   for name, column in zip(batch.schema.names, batch.columns):
@@ -404,7 +372,7 @@ class _WriteRange(beam.DoFn):
     index, count, byte_range = numbered_range
     lines, columns = parse_range(*byte_range)
     batch = typed_batch(columns, types) if lines else None
-    records = encode_examples(batch) if lines else []
+    records = record_batch_to_examples(batch) if lines else []
     order = np.random.default_rng(byte_range[1]).permutation(len(records))
     split_of_row = (
         np.zeros(len(records), int) if self._buckets is None else

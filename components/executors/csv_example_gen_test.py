@@ -216,7 +216,7 @@ def test_examples_are_encoded_as_tfx_bsl_encodes_them():
       pa.array([[], [5], [], [-7]] + [[]] * 6, pa.list_(pa.int64())),
       pa.array([[]] * rows, pa.list_(pa.float32())),
   ], ['count', 'ratio', 'name', 'čas', 'nothing'])
-  ours = csv_example_gen.encode_examples(batch)
+  ours = csv_example_gen.record_batch_to_examples(batch)
   theirs = example_coder.RecordBatchToExamples(batch)
   # The same message, and the same size: only the features' order differs.
   assert [len(record) for record in ours] == [len(r) for r in theirs]
@@ -224,5 +224,5 @@ def test_examples_are_encoded_as_tfx_bsl_encodes_them():
       record).SerializeToString(deterministic=True)
   assert [canonical(r) for r in ours] == [canonical(r) for r in theirs]
   with pytest.raises(ValueError, match='name: more than one value'):
-    csv_example_gen.encode_examples(pa.RecordBatch.from_arrays(
+    csv_example_gen.record_batch_to_examples(pa.RecordBatch.from_arrays(
         [pa.array([[b'a', b'b']], pa.list_(pa.binary()))], ['name']))
