@@ -160,10 +160,21 @@ def _mean(position: int) -> Callable[[List[float]], float]:
                        else float('nan'))
 
 
+# Labels that do not vary leave a spread of rounding error in their running
+# mean: up to ~(float64 epsilon * mean)^2 per unit of weight, ~5e-32 * mean^2.
+# A spread below this share of weight * mean^2 is such noise, not variance:
+# 1e-24 still counts labels that differ by one part in 10^12.
+_NO_SPREAD = 1e-24
+
+
 def _r_squared(sums: List[float]) -> float:
   """1 - MSE / the labels' variance (both weighted); NaN where the labels
   do not vary, as no model is then better or worse than their mean."""
-  if not sums[_WEIGHT] or sums[_SPREAD] <= 0:
+  weight = sums[_WEIGHT]
+  if not weight:
+    return float('nan')
+  mean = sums[_LABEL] / weight
+  if sums[_SPREAD] <= _NO_SPREAD * weight * mean * mean:
     return float('nan')
   return 1.0 - sums[_SQUARED] / sums[_SPREAD]
 
@@ -206,8 +217,10 @@ def _metric(class_name: str, default_name: str,
 
 # The metric names are TFMA's own; the class names are not, as TFMA resolves
 # the names it has registered to its own classes, whatever the module.
+# As TFMA's example_count: the examples, or the sum of their weights when
+# weighted (unweighted, each weighs 1).
 RegressionExampleCount = _metric('RegressionExampleCount', 'example_count',
-                                 lambda sums: float(sums[_COUNT]))
+                                 lambda sums: float(sums[_WEIGHT]))
 RegressionMeanSquaredError = _metric(
     'RegressionMeanSquaredError', 'mean_squared_error', _mean(_SQUARED))
 RegressionRootMeanSquaredError = _metric(

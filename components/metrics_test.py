@@ -264,11 +264,6 @@ def test_weighted_metrics_match_numpy_for_any_weights(data, parts):
                                                 abs=tolerance)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'r_squared is NaN only when the spread sum is exactly 0; for labels that '
-    'do not vary, the rounding of their running mean leaves a spread of '
-    '~1e-22..1e-34, and r_squared comes out as -1e24..-1e31 (e.g. a slice '
-    'whose labels are all equal)'))
 @pytest.mark.parametrize('case', ['rows of weight 1, in one batch',
                                   'weighted examples'])
 def test_labels_that_do_not_vary_have_no_r_squared(case):
@@ -288,11 +283,6 @@ def test_labels_that_do_not_vary_have_no_r_squared(case):
   assert np.isnan(_derived_values(accumulator)['r_squared'])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'RegressionExampleCount keeps TFMA\'s name example_count but counts '
-    'examples when example_weighted, where TFMA\'s own example_count sums '
-    'the weights: a run with an example weight key would report a count '
-    'that differs from TFMA\'s for the same name'))
 def test_a_weighted_example_count_is_tfmas():
   from tensorflow_model_analysis.metrics import example_count  # pylint: disable=import-outside-toplevel
   weights = np.array([1.0, 20.0, 0.5, 3.0])
