@@ -174,6 +174,7 @@ def _numpy_metrics(labels, predictions, weights):
   mean = np.average(labels, weights=weights)
   variance = np.average((labels - mean) ** 2, weights=weights)
   return {
+      'example_count': np.sum(weights),  # as TFMA's, when weighted
       'mean_squared_error': mse,
       'root_mean_squared_error': np.sqrt(mse),
       'mean_absolute_error': np.average(np.abs(errors), weights=weights),
@@ -201,15 +202,14 @@ def _weighted_accumulator(labels, predictions, weights, parts=1):
 
 
 def _derived_values(accumulator):
-  """Every metric of metrics.ALL but the count, derived from `accumulator`
-  by its own DerivedMetricComputation, as TFMA derives it."""
+  """Every metric of metrics.ALL, derived from `accumulator` by its own
+  DerivedMetricComputation, as TFMA derives it."""
   values = {}
   for cls in metrics.ALL:
     sums, derived = cls().computations(example_weighted=True)
     for key, value in derived.result({sums.keys[0]: accumulator}).items():
       assert key.example_weighted
       values[key.name] = value
-  del values['example_count']  # not a weighted average (see below)
   return values
 
 
@@ -247,13 +247,16 @@ def test_weighted_metrics_match_numpy_for_any_weights(data, parts):
       labels, predictions, weights, min(parts, len(labels))))
   scale = max(1.0, float(np.max(np.abs(np.concatenate([labels,
                                                        predictions])))))
-  for name in ('mean_label', 'mean_prediction', 'mean_absolute_error',
+  for name in ('example_count', 'mean_label', 'mean_prediction',
+               'mean_absolute_error',
                'root_mean_squared_error'):
     assert values[name] == pytest.approx(expected[name], rel=1e-9,
                                          abs=1e-12 * scale), name
   assert values['mean_squared_error'] == pytest.approx(
       expected['mean_squared_error'], rel=1e-9, abs=1e-12 * scale ** 2)
-  if np.ptp(labels) > 0:  # (labels that do not vary: the test below)
+  if np.ptp(labels) == 0:  # labels that do not vary: no R²
+    assert np.isnan(values['r_squared'])
+  else:
     variance = np.average((labels - np.average(labels, weights=weights)) ** 2,
                           weights=weights)
     # 1 - R² = MSE / variance: its error is relative to that ratio, and
