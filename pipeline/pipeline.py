@@ -10,15 +10,16 @@ import hashlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 from google.protobuf import wrappers_pb2
 import tensorflow_model_analysis as tfma
 # Each class from its module, not `from tfx import v1`: that also imports
 # every TFX extension (Google Cloud clients, KFP), ~2.4 s a run.
 from tfx.components.evaluator.component import Evaluator
-from tfx.components.example_gen.csv_example_gen.component import (
-    CsvExampleGen)
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.example_gen.csv_example_gen import (
+    executor as csv_executor)
 from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.component import SchemaGen
@@ -86,7 +87,7 @@ def _module(function: str) -> str:
 
 class Implementation(NamedTuple):
   """The component classes of the Beam-based steps, stock or fast."""
-  example_gen: type
+  example_gen: Callable[..., Any]  # takes FileBasedExampleGen's arguments
   statistics_gen: type
   transform: type
   evaluator: type
@@ -98,7 +99,17 @@ class Implementation(NamedTuple):
   # Evaluator read examples with
 
 
-STOCK = Implementation(CsvExampleGen, StatisticsGen, Transform, Evaluator,
+def _stock_csv_example_gen(**kwargs) -> FileBasedExampleGen:
+  """TFX's CsvExampleGen executor in FileBasedExampleGen: the same component
+  as TFX's CsvExampleGen, in the form that also takes a custom_config (where
+  the input's digest goes)."""
+  return FileBasedExampleGen(
+      custom_executor_spec=executor_spec.BeamExecutorSpec(
+          csv_executor.Executor), **kwargs).with_id(EXAMPLE_GEN)
+
+
+STOCK = Implementation(_stock_csv_example_gen, StatisticsGen, Transform,
+                       Evaluator,
                        extractors=None, example_gen_code=(), examples_code=())
 
 
