@@ -35,9 +35,9 @@ from google.protobuf import message as protobuf_message
 import numpy as np
 import tensorflow as tf
 
+from tfx_e2e.formats import csv_rules as csv_rules_lib
 from tfx_e2e.inference import jobs
 from tfx_e2e.inference import prediction
-from tfx_e2e.pipeline import input_check
 
 PREDICTION = 'prediction'
 MODEL_VERSION = 'model_version'
@@ -58,7 +58,7 @@ class BatchPredictOptions:
   # model then imputes in every row; without it such a file is refused.
   allow_missing_columns: bool = False
   # How CSV values are read: as for training (the run's data settings).
-  csv_rules: input_check.CsvRules = input_check.CsvRules()
+  csv_rules: csv_rules_lib.CsvRules = csv_rules_lib.CsvRules()
 
 
 def input_format_of(pattern: str) -> str:
@@ -126,36 +126,40 @@ def input_files(pattern: str, input_format: str = 'csv') -> List[str]:
   return paths
 
 
-# A header longer than this is not looked at before the job (the job
+# Header lines longer than this are not looked at before the job (the job
 # still checks every file it reads).
 _HEADER_BYTES = 1 << 20
 
 
 def _csv_header(path: str, delimiter: str = '') -> Optional[List[str]]:
-  """The header of a CSV file (.gz/.bz2 too), or None when it cannot be
-  told here (not UTF-8, or longer than _HEADER_BYTES)."""
+  """The header of a CSV file (.gz/.bz2 too) as the job will read it: by
+  the CSV rules (formats.csv_rules: the first line, split at the configured
+  delimiter or the one detected on the first lines).
+
+  Returns:
+    The column names ([] for an empty file), or None when they cannot be
+    told here (not UTF-8, a malformed header line, or a first line longer
+    than _HEADER_BYTES).
+  """
   with FileSystems.open(path) as f:
     data = f.read(_HEADER_BYTES)
-  data = data.removeprefix(b'\xef\xbb\xbf')
-  for cut in range(4):  # a character cut in two at the end
-    try:
-      text = data[:len(data) - cut].decode('utf-8')
-      break
-    except UnicodeDecodeError:
-      continue
-  else:
-    return None
-  lines = text.splitlines()[:20]
-  rows = csv.reader(io.StringIO(text, newline=''), delimiter=(
-      input_check.delimiter_of(lines[0] if lines else '', delimiter,
-                               lines[1:])))
+  data = data.removeprefix(b'\xef\xbb\xbf')  # a BOM, as the job drops it
+  lines = data.splitlines()[:csv_rules_lib.DELIMITER_SAMPLE + 1]
+  if len(data) == _HEADER_BYTES:
+    lines = lines[:-1]  # the last one may go on past what was read
+    if not lines:
+      return None
   try:
-    header = next(rows, [])
+    text = [line.decode('utf-8') for line in lines]
+  except UnicodeDecodeError:
+    return None
+  if not text:
+    return []
+  try:
+    return csv_rules_lib.parse_header(text[0], csv_rules_lib.delimiter_of(
+        text[0], delimiter, text[1:csv_rules_lib.DELIMITER_SAMPLE]))
   except csv.Error:
     return None
-  if len(data) == _HEADER_BYTES and next(rows, None) is None:
-    return None  # the header may go on past what was read
-  return header
 
 
 def check_columns(paths: Sequence[str],
@@ -179,11 +183,12 @@ def check_columns(paths: Sequence[str],
   for path in paths:
     header = _csv_header(path, delimiter)
     try:
-      input_check.check_header(Path(path), header or [])
-    except input_check.InputError as e:
+      csv_rules_lib.check_header(Path(path), header or [])
+    except csv_rules_lib.InputError as e:
       raise prediction.PredictionInputError(str(e)) from None
-    unknown = [name for name in named if header and input_check.resolve_column(
-        name, header, input_check.feature_names(header)) is None]
+    unknown = [name for name in named
+               if header and csv_rules_lib.resolve_column(
+                   name, header, csv_rules_lib.feature_names(header)) is None]
     if unknown:
       raise prediction.PredictionInputError(
           f'{path} has no column {", ".join(map(repr, unknown))} (named by '
@@ -211,7 +216,7 @@ class _ParseFile(beam.DoFn):
   def __init__(self, input_types: Dict[str, tf.dtypes.DType],
                id_column: Optional[str], passthrough: Sequence[str],
                allow_missing_columns: bool = False,
-               csv_rules: input_check.CsvRules = input_check.CsvRules()):
+               csv_rules: csv_rules_lib.CsvRules = csv_rules_lib.CsvRules()):
     self._types = input_types
     self._allow_missing = allow_missing_columns
     self._rules = csv_rules
