@@ -17,9 +17,10 @@ held 4.5 GB at 1.5M rows. This one produces the same examples with Arrow:
 The rules shared with the data gate and prediction (the type rule, the
 header line) come from formats/csv_rules.py.
 
-Rows are split by a hash of their line (TFX's hash rule, on the line rather
-than on the serialized tf.Example, whose encoding by TFX does not fix the
-order of features), so a row lands in the same split in every run.
+Rows are split as TFX's ExampleGen splits them: by TFX's hash of each row's
+tf.Example serialized deterministically (features in name order, which is
+how this encoder writes them), so a row lands in the same split in every run
+and with TFX's stock executor (`beam.fast_paths=false`).
 
 Rows are shuffled within each range (the same order in every run), not
 across the whole dataset: TFX's ExampleGen reshuffles every split before
@@ -46,7 +47,7 @@ import functools
 import hashlib
 import os
 import uuid
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -71,8 +72,8 @@ from tfx.utils import proto_utils
 from tfx_e2e.components.executors import examples_io
 from tfx_e2e.formats import csv_rules
 # The type rule (TFX's: int, else float, else text), shared with the gate.
-from tfx_e2e.formats.csv_rules import (FLOAT, INT, STRING, TYPE_SAMPLE,
-                                       UNKNOWN, column_type)
+from tfx_e2e.formats.csv_rules import (FLOAT, INT, STRING, UNKNOWN,
+                                       column_type)
 
 # Bytes of CSV per unit of work: large enough to amortise the per-range
 # cost, small enough to keep the parsed range within tens of MB.
@@ -188,7 +189,9 @@ def typed_batch(columns: Dict[str, pa.Array],
   values, an empty list for an empty value; UNKNOWN (all-empty) columns left
   out."""
   arrays, names = [], []
-  for name, values in columns.items():
+  # In name order: a deterministic serialization's, which the split hashes.
+  for name in sorted(columns):
+    values = columns[name]
     kind = types.get(name, UNKNOWN)
     if kind == UNKNOWN:
       continue
@@ -316,24 +319,51 @@ def _feature_entries(name: str, column: pa.Array
   return entries, sizes
 
 
-def record_batch_to_examples(batch: pa.RecordBatch) -> List[bytes]:
+def record_batch_to_examples(batch: pa.RecordBatch,
+                             typeless: Sequence[str] = ()) -> List[bytes]:
   """The rows of a `typed_batch` as serialized tf.Examples.
 
   The same examples as tfx-bsl's RecordBatchToExamples (a feature a column,
-  an empty list where a row has no value), up to the order of the features,
-  which that one does not fix either. Built column by column with Arrow
-  and numpy, where that one goes row by row: at 1.5M rows, 5.9 CPU s
-  against its 10.1 s, and this component's whole step 27.3 against 31.9
-  CPU s (BENCHMARKS.md), ~7% of the in-memory pipeline's time. Named
-  apart from prediction's `examples_for_model`, which types a table for a
-  model's inputs and uses tfx-bsl's encoder.
+  an empty list where a row has no value), with the features in the batch's
+  column order. Built column by column with Arrow and numpy, where that one
+  goes row by row: at 1.5M rows, 5.9 CPU s against its 10.1 s, and this
+  component's whole step 27.3 against 31.9 CPU s (BENCHMARKS.md), ~7% of the
+  in-memory pipeline's time. Named apart from prediction's
+  `examples_for_model`, which types a table for a model's inputs and uses
+  tfx-bsl's encoder.
+
+  Args:
+    batch: a `typed_batch`.
+    typeless: names of columns with no value in any row, each added as a
+      feature with no value list (as TFX's CsvExampleGen writes them), in
+      name order among the batch's columns, which must then be sorted.
   """
   entries, sizes = [], np.zeros(batch.num_rows, np.int64)
-  for name, column in zip(batch.schema.names, batch.columns):
+  columns = [(name, column) for name, column in zip(batch.schema.names,
+                                                     batch.columns)]
+  columns += [(name, None) for name in typeless]
+  for name, column in sorted(columns, key=lambda c: c[0]) if typeless else (
+      columns):
+    if column is None:
+      key = name.encode()
+      entry = _BYTES_TAG + _varint(len(key)) + key + b'\x12\x00'
+      entry = _BYTES_TAG + _varint(len(entry)) + entry
+      entries.append(_binary(entry))
+      sizes += len(entry)
+      continue
     column_entries, column_sizes = _feature_entries(name, column)
     entries.append(column_entries)
     sizes += column_sizes
   return _join(_binary(_BYTES_TAG), _varints(sizes), *entries).to_pylist()
+
+
+def split_keys(batch: pa.RecordBatch, records: List[bytes],
+               typeless: Sequence[str]) -> List[bytes]:
+  """What TFX's ExampleGen hashes to split each row: its tf.Example,
+  serialized deterministically (features in name order; `typed_batch`'s
+  columns are). With no typeless column these are the records themselves."""
+  return (record_batch_to_examples(batch, typeless) if typeless
+          else records)
 
 
 def bucket(line: bytes, total_buckets: int) -> int:
@@ -374,10 +404,14 @@ class _WriteRange(beam.DoFn):
     batch = typed_batch(columns, types) if lines else None
     records = record_batch_to_examples(batch) if lines else []
     order = np.random.default_rng(byte_range[1]).permutation(len(records))
-    split_of_row = (
-        np.zeros(len(records), int) if self._buckets is None else
-        np.searchsorted(self._buckets, [
-            bucket(line, self._buckets[-1]) for line in lines], side='right'))
+    if self._buckets is None or not records:
+      split_of_row = np.zeros(len(records), int)
+    else:
+      typeless = sorted(name for name in columns
+                        if types.get(name, UNKNOWN) == UNKNOWN)
+      split_of_row = np.searchsorted(self._buckets, [
+          bucket(key, self._buckets[-1])
+          for key in split_keys(batch, records, typeless)], side='right')
     name = file_name(index, count)
     for split, split_dir in enumerate(self._split_dirs):
       rows = order[split_of_row[order] == split]
