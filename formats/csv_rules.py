@@ -36,7 +36,13 @@ from typing import IO, Dict, List, Optional, Sequence, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tfx_e2e.pipeline.config import DEFAULT_NA_VALUES
+# Markers of a missing value: pandas' default `na_values`, and `inf`,
+# `-`, `?` (UCI's marker).
+DEFAULT_NA_VALUES = (
+    '', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan',
+    '1.#IND', '1.#QNAN', '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a',
+    'nan', 'null', 'inf', '-inf', 'Inf', '-Inf', 'Infinity', '-Infinity',
+    '-', '?')
 
 
 class InputError(ValueError):

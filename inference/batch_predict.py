@@ -265,7 +265,7 @@ class ParseCsvFile(_ParseFile):
       yield from self._dead_letters(path, table.bad_rows + [
           (line, table.raw(line), error) for line in lines])
       return
-    examples, errors = prediction.encode_examples(table, self._types)
+    examples, errors = prediction.examples_for_model(table, self._types)
     encoded = np.setdiff1d(np.arange(len(table)), list(errors))
     keys = np.array(table.values(self._id_column) if self._id_column else
                     [f'{path}:{line}' for line in table.line_numbers],

@@ -341,9 +341,6 @@ def examples_for_model(table: CsvTable,
       pa.RecordBatch.from_arrays(arrays, list(columns))), errors
 
 
-# The former name, for callers not yet moved to examples_for_model.
-encode_examples = examples_for_model
-
 
 _KIND = {'bytes_list': tf.string, 'int64_list': tf.int64,
          'float_list': tf.float32}

@@ -323,7 +323,7 @@ class WatchDirectory(beam.DoFn):
           self._imputed.inc()
           print(f'{name}: no column {", ".join(missing)}; imputed in every '
                 'row (--allow-missing-columns)', flush=True)
-        examples, errors = prediction.encode_examples(table, self._types)
+        examples, errors = prediction.examples_for_model(table, self._types)
       examples = iter(examples)
       options = self._options
       wanted = {self._settings.event_time_column, options.id_column,

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import yaml
 
+from tfx_e2e.formats.csv_rules import DEFAULT_NA_VALUES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_TAXI_CSV = REPO_ROOT / 'data' / 'taxi' / 'data.csv'
 
@@ -29,13 +31,6 @@ ORCHESTRATORS = ('local', 'beam')
 SOLVERS = ('least_squares', 'sgd')
 
 
-# Markers of a missing value: pandas' default `na_values`, and `inf`,
-# `-`, `?` (UCI's marker).
-DEFAULT_NA_VALUES = (
-    '', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan',
-    '1.#IND', '1.#QNAN', '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a',
-    'nan', 'null', 'inf', '-inf', 'Inf', '-Inf', 'Infinity', '-Infinity',
-    '-', '?')
 # Characters that TFX and Beam read as file patterns, not as names.
 FILE_PATTERN_CHARS = re.compile(r'[*?\[\]{}]')
 

@@ -134,7 +134,7 @@ def test_tfrecord_input_gives_the_same_predictions(batch, taxi_pushed_model):
   path.parent.mkdir()
   wrong_type = tf.train.Example()
   wrong_type.features.feature['trip_miles'].bytes_list.value.append(b'far')
-  examples, errors = prediction.encode_examples(
+  examples, errors = prediction.examples_for_model(
       prediction.read_csv((work / 'in' / 'a.csv').read_bytes()), types)
   assert not errors
   with tf.io.TFRecordWriter(str(path), options='GZIP') as writer:

@@ -116,7 +116,7 @@ def test_the_prediction_reader_accounts_for_every_line(data):
                                          table.bad_rows]
   assert len(set(lines)) == len(lines)
   assert all(2 <= line <= len(data.splitlines()) for line in lines)
-  examples, errors = prediction.encode_examples(table, TYPES)
+  examples, errors = prediction.examples_for_model(table, TYPES)
   assert len(examples) + len(errors) == len(table)
   assert all(error.startswith('column ') for error in errors.values())
 

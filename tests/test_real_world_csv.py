@@ -28,7 +28,8 @@ import pytest
 
 from tfx_e2e.components.executors import csv_example_gen
 from tfx_e2e.pipeline import input_check, runner
-from tfx_e2e.pipeline.config import DEFAULT_NA_VALUES, DataConfig, PipelineConfig
+from tfx_e2e.formats.csv_rules import DEFAULT_NA_VALUES
+from tfx_e2e.pipeline.config import DataConfig, PipelineConfig
 from tests.conftest import read_csv, run_cli, write_csv
 
 VALID_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')

@@ -29,7 +29,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
-STAGING = '.staging'
+STAGING_DIR = '.staging'
 _log = logging.getLogger(__name__)
 
 
@@ -42,7 +42,7 @@ class Executor(pusher_executor.Executor):
     destination = proto_utils.json_to_proto(exec_properties[key],
                                             pusher_pb2.PushDestination())
     base = destination.filesystem.base_directory
-    staging = os.path.join(base, STAGING)
+    staging = os.path.join(base, STAGING_DIR)
     if fileio.exists(staging):  # what a killed push left
       fileio.rmtree(staging)
     destination.filesystem.base_directory = staging

@@ -103,7 +103,7 @@ def test_a_model_that_is_not_blessed_is_not_pushed(push):
   first = push()
   version = first.get_string_custom_property('pushed_version')
   # What a killed push left in staging goes, blessed or not.
-  (push.base / atomic_pusher.STAGING / 'leftover').mkdir(parents=True)
+  (push.base / atomic_pusher.STAGING_DIR / 'leftover').mkdir(parents=True)
   refused = push(blessed=0)
   assert refused.get_int_custom_property('pushed') == 0
   assert os.listdir(push.base) == [version]
