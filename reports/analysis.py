@@ -11,13 +11,7 @@ inline backend does not draw them a second time beside the one a cell shows.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import logging
 import math
-import os
-import re
-import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -27,72 +21,11 @@ from matplotlib.figure import Figure
 import numpy as np
 import pandas as pd
 
-# TensorFlow's own start-up lines on stderr that say nothing about the run:
-# the CUDA plugins of its wheel registering twice on a machine without a GPU,
-# no TensorRT, and CPU feature notes. In a notebook they are the first cell's
-# output, in red.
-_STARTUP_NOISE = re.compile(
-    r'Unable to register cu(FFT|DNN|BLAS) factory|'
-    r'TF-TRT Warning: Could not find TensorRT|'
-    r'Could not find cuda drivers on your machine|'
-    r'oneDNN custom operations are on|'
-    r'This TensorFlow binary is optimized to use available CPU|'
-    r'^To enable the following instructions: .*rebuild TensorFlow')
+import tensorflow as tf
 
-
-def _import_quietly(module: str) -> None:
-  """Imports `module` (TensorFlow) with its start-up noise dropped from stderr.
-
-  The C++ runtime writes to file descriptor 2 directly, so Python's
-  `sys.stderr` cannot filter it: the descriptor points at a temporary file
-  during the import, and every line that is not known noise is written to
-  stderr afterwards (a real error still shows).
-  """
-  if module in sys.modules:
-    return
-  sys.stderr.flush()
-  try:
-    saved = os.dup(2)
-  except OSError:  # no stderr to filter
-    importlib.import_module(module)
-    return
-  with tempfile.TemporaryFile(mode='w+b') as captured:
-    os.dup2(captured.fileno(), 2)
-    try:
-      importlib.import_module(module)
-    finally:  # a failed import's messages are shown too
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      captured.seek(0)
-      kept = [line for line in captured.read().decode(
-          'utf-8', 'replace').splitlines()
-              if line.strip() and not _STARTUP_NOISE.search(line)]
-      if kept:
-        sys.stderr.write('\n'.join(kept) + '\n')
-        sys.stderr.flush()
-
-
-class _NoDeprecationNotes(logging.Filter):
-  """Drops TensorFlow's "is deprecated and will be removed" notes.
-
-  They are about TFMA's and TFX's own calls (e.g. TFMA reading a validation
-  result with `tf_record_iterator`), nothing a reader of the results can act
-  on; other TensorFlow warnings still show.
-  """
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return 'is deprecated and will be removed' not in record.getMessage()
-
-
-_import_quietly('tensorflow')
-import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
-
-tf.get_logger().addFilter(_NoDeprecationNotes())
-
-from tfx_e2e.pipeline import pipeline as pipeline_def  # noqa: E402  pylint: disable=wrong-import-position
-from tfx_e2e.reports import results as results_lib  # noqa: E402  pylint: disable=wrong-import-position
-from tfx_e2e.pipeline.config import PipelineConfig  # noqa: E402  pylint: disable=wrong-import-position
+from tfx_e2e.pipeline import pipeline as pipeline_def
+from tfx_e2e.pipeline.config import PipelineConfig
+from tfx_e2e.reports import results as results_lib
 
 SPLITS = ('train', 'eval')
 

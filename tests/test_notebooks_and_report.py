@@ -14,6 +14,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from tfx_e2e.pipeline import environment
 from tfx_e2e.reports import analysis
 from tfx_e2e.pipeline.config import REPO_ROOT
 from tfx_e2e.reports.report import write_report
@@ -282,7 +283,7 @@ def test_start_up_noise_is_dropped_and_other_stderr_kept(tmp_path, capfd,
       'os.write(2, b"a real problem at start-up\\n")\n')
   monkeypatch.syspath_prepend(str(tmp_path))
   capfd.readouterr()
-  analysis._import_quietly('noisy_native_module')  # pylint: disable=protected-access
+  environment.import_quietly('noisy_native_module')
   err = capfd.readouterr().err
   assert 'a real problem at start-up' in err
   assert 'cuDNN' not in err
