@@ -33,6 +33,8 @@ from tfx_e2e.pipeline import config as config_lib
 from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline import runner
 
+_log = logging.getLogger(__name__)
+
 EXIT_CODES_HELP = f"""exit codes:
   {runner.EXIT_PUSHED}  a model was blessed and pushed
   {runner.EXIT_FAILED}  a component failed (the log has the details)
@@ -251,7 +253,7 @@ def _write_report(config: config_lib.PipelineConfig) -> Optional[Path]:
   try:
     return report.write_report(config)
   except Exception:  # pylint: disable=broad-except
-    logging.exception('writing the HTML report failed')
+    _log.exception('writing the HTML report failed')
     print('warning: the HTML report could not be written (see the log)',
           file=sys.stderr)
     return None

@@ -105,8 +105,10 @@ class _ProgressReporter:
   TFX 1.16's LocalDagRunner and BeamDagRunner (in-process) have no progress
   callback, but both launch every node through tfx's portable
   `Launcher.launch` (tfx 1.16.0), so that method is wrapped for the time of
-  the run. The wrapper never fails a component: an error in its own
-  bookkeeping or in `report` is logged, and the launch goes on.
+  the run (and restored after it). No upstream issue asks for a progress
+  callback in the local runners; none was found. The wrapper never fails a
+  component: an error in its own bookkeeping or in `report` is logged, and
+  the launch goes on.
   """
 
   def __init__(self, report: Callable[..., None], total: int):

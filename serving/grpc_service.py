@@ -19,6 +19,8 @@ from tfx_e2e.serving import api
 from tfx_e2e.serving.errors import Code, ServingError
 from tfx_e2e.serving.models import DEFAULT_SIGNATURE
 
+_log = logging.getLogger(__name__)
+
 
 def _version(model_spec) -> Optional[int]:
   return model_spec.version.value if model_spec.HasField('version') else None
@@ -68,7 +70,7 @@ def _guard(method):
     except ServingError as e:
       context.abort(e.code.grpc_code, e.message)
     except Exception:  # pylint: disable=broad-except
-      logging.exception('gRPC %s', method.__name__)
+      _log.exception('gRPC %s', method.__name__)
       context.abort(Code.INTERNAL.grpc_code, 'Internal server error')
 
   wrapper.__name__ = method.__name__

@@ -28,6 +28,8 @@ from tornado import httputil
 from tfx_e2e.serving import api
 from tfx_e2e.serving.errors import Code, ServingError
 
+_log = logging.getLogger(__name__)
+
 _PATH = re.compile(
     r'/v1/models/(?P<name>[^/:]+)'
     r'(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?'
@@ -143,7 +145,7 @@ class RestApi:
     except Exception:  # pylint: disable=broad-except
       # A bug, not a bad request: the traceback goes to the log, and the
       # client gets TF Serving's form of an internal error.
-      logging.exception('%s %s', method, path)
+      _log.exception('%s %s', method, path)
       payload, status = {'error': 'Internal server error'}, 500
     return status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
