@@ -3,6 +3,7 @@ models, TF Serving's config matches the Pusher's destination, and the
 pipeline image installs what CI installs. (No cluster and no Docker engine
 here: these are the checks that need neither.)"""
 
+import ast
 import re
 
 from google.protobuf import text_format
@@ -130,3 +131,11 @@ def test_dockerfile_copies_existing_files_and_installs_as_ci_does():
     assert f'-m pip install {install.replace("--no-deps .", "--no-deps -e .")}' \
         in makefile, install
   assert 'ENV TF_USE_LEGACY_KERAS=1' in dockerfile
+  # Every folder the package is made of is in the image.
+  setup = (REPO_ROOT / 'setup.py').read_text()
+  rooms = ast.literal_eval(re.search(r'^ROOMS = (\[.*?\])', setup,
+                                     re.M | re.S).group(1))
+  copied = {source for sources in re.findall(r'^COPY (.+) \S+$', dockerfile,
+                                             re.M)
+            for source in sources.split()}
+  assert {room.split('/')[0] for room in rooms} <= copied
