@@ -8,6 +8,17 @@ The repository's folders are the package's rooms, in the order data flows:
 """
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithoutTests(build_py):
+  """Leaves the unit tests beside the modules (`*_test.py`) out of a wheel:
+  they import the repository's tests/ helpers, which are not installed."""
+
+  def find_package_modules(self, package, package_dir):
+    return [module for module in super().find_package_modules(
+        package, package_dir) if not module[1].endswith('_test')]
+
 
 ROOMS = ['pipeline', 'components', 'components/executors', 'serving',
          'inference', 'reports', 'cli', 'formats']
@@ -33,4 +44,5 @@ setup(
     extras_require={'test': ['pytest', 'hypothesis', 'schemathesis',
                              'pycurl']},
     entry_points={'console_scripts': ['tfx-e2e=tfx_e2e.cli:main']},
+    cmdclass={'build_py': BuildPyWithoutTests},
 )

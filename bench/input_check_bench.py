@@ -70,7 +70,7 @@ def main() -> None:
   new_median = statistics.median(times['new'])
   print(f'\n### Run of {datetime.date.today()}: {args.rows:,} rows, '
         f'{args.rounds} alternating rounds\n')
-  print(f'| gate | seconds per round | median | per 100k rows |')
+  print('| gate | seconds per round | median | per 100k rows |')
   print('| --- | --- | ---: | ---: |')
   for name, revision in (('old', args.old_rev), ('new', 'this tree')):
     print(f'| {name} ({revision}) | '

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from tfx_e2e.pipeline import config as config_lib
+from tfx_e2e.formats import csv_rules
 from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline import runner
 
@@ -434,7 +435,7 @@ def _predict(args: argparse.Namespace) -> int:
         input_format=args.input_format or batch_predict.input_format_of(
             args.input),
         allow_missing_columns=args.allow_missing_columns,
-        csv_rules=input_check.CsvRules.of(config))
+        csv_rules=csv_rules.CsvRules.of(config))
     beam_args = config.beam_args() + list(args.beam_args)
     print(f'Predicting {args.input} with {model_dir} (Beam: '
           f'{" ".join(beam_args)}; log: {log_path})', flush=True)

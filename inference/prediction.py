@@ -435,6 +435,15 @@ class VersionedModelHandler(inference_base.ModelHandler):
   def __init__(self, model_dir: str, base_path: Optional[str] = None,
                poll_seconds: float = 1.0,
                max_batch_size: Optional[int] = None):
+    """
+    Args:
+      model_dir: the SavedModel (a version directory) to start with.
+      base_path: where versions are pushed; the handler then answers with
+        the newest complete one (None: `model_dir` only).
+      poll_seconds: how often to look for a newer version under `base_path`.
+      max_batch_size: Beam's largest batch of elements (None: Beam's
+        default).
+    """
     super().__init__()
     self._model_dir = model_dir
     self._base_path = base_path
@@ -442,10 +451,22 @@ class VersionedModelHandler(inference_base.ModelHandler):
     self._max_batch_size = max_batch_size
 
   def load_model(self) -> _LiveModel:
+    """The model, following `base_path`'s newest version if given."""
     return _LiveModel(self._model_dir, self._base_path, self._poll_seconds)
 
   def run_inference(self, batch: Sequence[Any], model: _LiveModel,
                     inference_args=None):
+    """Predicts every element of `batch` in one call of the signature.
+
+    Args:
+      batch: elements, each a serialized tf.Example or a list of them.
+      model: from `load_model`.
+      inference_args: unused.
+
+    Returns:
+      For each element, (its prediction: a float, or an array for a list,
+      the version of the model that made it).
+    """
     function, input_name, version = model.current
     sizes = [len(e) if isinstance(e, list) else None for e in batch]
     flat = [x for e in batch for x in (e if isinstance(e, list) else [e])]

@@ -57,7 +57,7 @@ from tfx_e2e.formats.files import write_atomically
 from tfx_e2e.inference import jobs
 from tfx_e2e.inference import prediction
 from tfx_e2e.pipeline import config as config_lib
-from tfx_e2e.pipeline import input_check
+from tfx_e2e.formats import csv_rules as csv_rules_lib
 from tfx_e2e.pipeline.config import StreamConfig
 
 METRICS_NAMESPACE = 'tfx_e2e_stream'
@@ -88,7 +88,7 @@ class StreamOptions:
   # row); without it, each row of such a file is a dead letter.
   allow_missing_columns: bool = False
   # How CSV values are read: as for training (the run's data settings).
-  csv_rules: input_check.CsvRules = input_check.CsvRules()
+  csv_rules: csv_rules_lib.CsvRules = csv_rules_lib.CsvRules()
   # The stream settings (`stream.*` of the configuration); their defaults
   # live in StreamConfig only.
   settings: StreamConfig = dataclasses.field(default_factory=StreamConfig)
@@ -117,7 +117,7 @@ class StreamOptions:
     return cls(input_dir=input_dir, output_dir=output_dir,
                model_base=model_base or config.serving_model_dir,
                label_column=config.data.label,
-               csv_rules=input_check.CsvRules.of(config),
+               csv_rules=csv_rules_lib.CsvRules.of(config),
                settings=config.stream,
                **{k: v for k, v in invocation.items() if v is not None})
 

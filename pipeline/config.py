@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import yaml
 
+from tfx_e2e.formats import files
 from tfx_e2e.formats.csv_rules import DEFAULT_NA_VALUES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -466,7 +467,7 @@ def save_run_config(config: PipelineConfig) -> Path:
   values['data']['path'] = str(Path(config.data.path).resolve())
   path = config.output_path / RUN_CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(yaml.safe_dump(values, sort_keys=False))
+  files.write_atomically(path, yaml.safe_dump(values, sort_keys=False))
   return path
 
 

@@ -59,6 +59,20 @@ def _cel_with_keys(compiler_utils) -> Iterator[None]:
 
 def compile_pipeline(config: PipelineConfig, target: str,
                      output_file: str) -> Path:
+  """Compiles the pipeline of `config` for Kubeflow Pipelines or Vertex AI.
+
+  Args:
+    config: the configuration; its `kubeflow` section places the pipeline.
+    target: 'kubeflow' (a KFP v2 PipelineSpec, .yaml) or 'vertex' (a Vertex
+      AI PipelineJob, .json).
+    output_file: where the compiled file goes; its suffix must fit `target`.
+
+  Returns:
+    The compiled file's path.
+
+  Raises:
+    ConfigError: an unknown target or a suffix that does not fit it.
+  """
   # Imported here: TensorFlow and the KFP SDK load slowly.
   from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
   from tfx.orchestration.kubeflow.v2 import compiler_utils  # pylint: disable=import-outside-toplevel

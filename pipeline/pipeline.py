@@ -141,6 +141,8 @@ class Placement(NamedTuple):
 
 
 def placement(config: PipelineConfig, target: str = 'local') -> Placement:
+  """Where the pipeline of `config` reads, writes and runs: on this machine
+  ('local') or on a cluster ('kubeflow', from the `kubeflow` section)."""
   if target == 'kubeflow':
     kubeflow = config.kubeflow
     return Placement(

@@ -15,6 +15,7 @@ from typing import List
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from tfx_e2e.formats import files
 from tfx_e2e.reports import analysis
 from tfx_e2e.reports import results as results_lib
 from tfx_e2e.pipeline.config import PipelineConfig
@@ -134,7 +135,5 @@ def write_report(config: PipelineConfig, path: str = '') -> Path:
   target = Path(path) if path else config.output_path / 'report.html'
   text = render(config)  # first: a run that cannot be read creates nothing
   target.parent.mkdir(parents=True, exist_ok=True)
-  partial = target.with_name(target.name + '.partial')
-  partial.write_text(text, encoding='utf-8')
-  partial.replace(target)
+  files.write_atomically(target, text)
   return target

@@ -1,7 +1,7 @@
 """What a pipeline run did, read back from MLMD and the artifacts it lists.
 
-One place serves the end-of-run summary, the tests and (later) notebooks and
-reports: find the run in MLMD, then each component's execution state and
+One place serves the end-of-run summary, the tests, the notebooks and the
+report: find the run in MLMD, then each component's execution state and
 duration, the validation anomalies, the TFMA metrics per slice, the blessing
 with its thresholds, and the push.
 """

@@ -216,6 +216,17 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
 
 
 def serve(args, default_name: str, default_base_path: str) -> int:
+  """Serves the models `args` name: with TF Serving's own
+  tensorflow_model_server if one is found, else with this package's server.
+
+  Args:
+    args: `tfx-e2e serve`'s parsed arguments (`add_arguments`).
+    default_name: the model name when `args` names none.
+    default_base_path: where that model's versions are pushed.
+
+  Returns:
+    The exit code when the server stops.
+  """
   configs = model_configs(args, default_name, default_base_path)
   binary = find_model_server(args)
   if binary:

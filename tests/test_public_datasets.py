@@ -14,7 +14,6 @@ import glob
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sklearn import datasets
 import tensorflow as tf
 

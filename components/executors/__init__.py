@@ -7,8 +7,10 @@ code was written and tested against (`usable`). Otherwise
 `tfx_e2e.pipeline.pipeline` builds TFX's stock components with their stock
 executors, which produce the same splits, schema, model and metrics.
 
-Nothing here is imported unless the fast paths are used: a mismatched
-library version may not even import them.
+None of the fast executors is imported unless they are used: a mismatched
+library version may not even import them. `atomic_pusher` is the exception:
+both ways use it (it makes a push atomic, through the Pusher executor's
+`Do` only, and is not a fast path).
 """
 
 import functools

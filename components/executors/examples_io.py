@@ -24,7 +24,7 @@ size is recorded) and holding every column the decoder would produce, with
 the decoder's type. The result is the decoder's: every record of such a
 file has every column, so no value is null, and columns come in the
 decoder's order (the schema's, or sorted by name without one). Anything
-else, or a columns file that cannot be read, is decoded as before. The
+else, or a columns file that cannot be read, is decoded from the records. The
 Evaluator still reads the records, which the model takes, but does not
 decode them.
 """
