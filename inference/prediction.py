@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import math
 import re
@@ -249,10 +250,29 @@ def read_csv(data: bytes,
         raise unmapped
       first_lines[number] = line
       line += spans[number]
+  if b'"' in data:
+    _check_last_record_closed(lines, int(first_lines[records + 1]),
+                              delimiter)
   return CsvTable(
       header, columns, first_lines[valid],
       sorted((int(first_lines[n]), text, error)
              for n, (text, error) in invalid.items()), lines, rules)
+
+
+def _check_last_record_closed(lines: List[bytes], first_line: int,
+                              delimiter: str) -> None:
+  """A quote opened in the last record and never closed: pyarrow reads the
+  rest of the file into that one value (the rows after it would vanish into
+  it), so the file is refused. Only the last record can end that way."""
+  tail = '\n'.join(line.decode('utf-8') for line in lines[first_line - 1:])
+  try:
+    for _ in csv.reader(io.StringIO(tail, newline=''), delimiter=delimiter,
+                        strict=True):
+      pass
+  except csv.Error as e:
+    if 'unexpected end of data' in str(e):
+      raise ValueError(f'malformed CSV: the quote opened on line '
+                       f'{first_line} is never closed') from None
 
 
 # Beyond these, a value would become inf (float32) or wrap around (int64).

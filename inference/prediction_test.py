@@ -99,6 +99,24 @@ def test_files_that_are_not_csv_text():
   assert np.array_equal(prediction.read_csv(b'').line_numbers, [])
 
 
+@pytest.mark.parametrize('text', [
+    'a,b\n1,"2\n3,4\n',            # the rows after it would vanish into it
+    'a,b\n0,0\n1,"2\n3,4\n5,6',
+    'a\tb\n1\t"x\n',
+])
+def test_a_quote_never_closed_refuses_the_file(text):
+  with pytest.raises(ValueError, match='never closed'):
+    prediction.read_csv(text.encode(),
+                        csv_rules.CsvRules(delimiter='\t' if '\t' in text
+                                           else ''))
+
+
+def test_quotes_that_close_or_sit_inside_a_value_are_read():
+  table = prediction.read_csv(b'a,b\n1,"2\n3"\n4,5" screen\n6,""\n')
+  assert len(table) == 3
+  assert table.bad_rows == []
+
+
 def test_values_are_read_by_the_training_rules():
   """Header names as the model names them, missing-value markers, spaces
   and another delimiter, as the training input was read."""
