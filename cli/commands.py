@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from tfx_e2e.pipeline import config as config_lib
+from tfx_e2e.components import executors
 from tfx_e2e.formats import csv_rules
 from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline import runner
@@ -92,7 +93,17 @@ class _DeprecatedFlag(argparse.Action):
   def __call__(self, parser, namespace, values, option_string=None):
     print(f'note: `{parser.prog} {option_string}` is deprecated; use '
           f'{self.new_flag}', file=sys.stderr)
+    if not values.strip():
+      raise argparse.ArgumentError(self, 'an empty name is not a path')
     setattr(namespace, self.dest, values)
+
+
+def _path_value(text: str) -> str:
+  """A flag's file or directory name: an empty one would mean the working
+  directory, or names that start with '-'."""
+  if not text.strip():
+    raise argparse.ArgumentTypeError('an empty name is not a path')
+  return text
 
 
 def _add_renamed_flag(parser: argparse.ArgumentParser, flag: str, old: str,
@@ -100,9 +111,9 @@ def _add_renamed_flag(parser: argparse.ArgumentParser, flag: str, old: str,
   """`flag`, and `old`, the spelling it replaces, kept working for scripts
   that use it (with a deprecation note); one of them is needed when
   `required`."""
-  target = (parser.add_mutually_exclusive_group(required=True) if required
-            else parser)
-  action = target.add_argument(flag, **kwargs)
+  # Both spellings at once would leave one of them silently unused.
+  target = parser.add_mutually_exclusive_group(required=required)
+  action = target.add_argument(flag, type=_path_value, **kwargs)
   target.add_argument(old, dest=action.dest, action=_DeprecatedFlag,
                       new_flag=flag, metavar=kwargs.get('metavar'))
 
@@ -238,6 +249,10 @@ def _run(args: argparse.Namespace) -> int:
                    'columns', *input_check.input_notes(report),
                    f'Output: {config.output_path}  (log: {log_path})']),
         flush=True)
+  if config.beam.fast_paths and executors.mismatches():
+    print('note: TFX\'s stock executors run instead of the fast paths, '
+          'which were written for other library versions: ' +
+          '; '.join(executors.mismatches()), flush=True)
   with _logs_to_file(log_path, args.verbose):
     outcome = runner.run(config, progress=_print_progress, report=report)
     report_path = _write_report(outcome.config)

@@ -30,8 +30,9 @@ def configure(quiet_tensorflow: bool = False) -> None:
   """
   # tf.Transform and the TFX Trainer need Keras 2; TF 2.16 picks Keras 3
   # unless this is set before TensorFlow is first imported.
+  # The values TensorFlow itself reads as set.
   if ('tensorflow' in sys.modules and
-      os.environ.get('TF_USE_LEGACY_KERAS') != '1'):
+      os.environ.get('TF_USE_LEGACY_KERAS') not in ('1', 'true', 'True')):
     raise RuntimeError(
         'TensorFlow was imported before tfx_e2e could select Keras 2: set '
         'TF_USE_LEGACY_KERAS=1 in the environment, or call '

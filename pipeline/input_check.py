@@ -309,9 +309,14 @@ def _check_schema(schema_path: str, header: Sequence[str],
 def resolve_config(config: PipelineConfig,
                    report: InputReport) -> PipelineConfig:
   """`config` with its column settings as model names and its data path
-  the file CsvExampleGen reads."""
+  the file CsvExampleGen reads. Columns without a single value are excluded
+  from the model: the fast ExampleGen leaves them out of the examples, TFX's
+  own keeps them as features without a type, which would become inputs."""
   resolved = _resolved_settings(config, Path(report.files[0]), report.header,
                                 report.columns)
+  excluded = resolved['exclude_features']
+  resolved['exclude_features'] = excluded + [
+      name for name in report.empty_columns if name not in excluded]
   return dataclasses.replace(config, data=dataclasses.replace(
       config.data, path=report.path, **resolved))
 

@@ -3,6 +3,7 @@ those of either split alone too."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_data_validation as tfdv
 
 from tfx_e2e.components.executors import csv_example_gen
@@ -64,15 +65,24 @@ def test_anomalies_stop_the_run_and_are_listed(curated_schema, tmp_path):
 
 
 # A CSV the input check reads as it is (LF line ends, no missing values, no
-# quoting), so that CsvExampleGen hashes these very lines into splits.
+# quoting): CsvExampleGen reads these very rows.
 _COLORS = ('red', 'green', 'blue')
 _UNSEEN = 'purple'
 
 
 def _split_of(line: str, config: PipelineConfig) -> str:
-  """The split CsvExampleGen puts `line` in (a hash of the line's bytes)."""
+  """The split CsvExampleGen puts `line` in: TFX's hash of the row's
+  tf.Example, serialized deterministically."""
+  color, x, y = line.split(',')
+  example = tf.train.Example(features=tf.train.Features(feature={
+      'color': tf.train.Feature(bytes_list=tf.train.BytesList(
+          value=[color.encode()])),
+      'x': tf.train.Feature(float_list=tf.train.FloatList(value=[float(x)])),
+      'y': tf.train.Feature(float_list=tf.train.FloatList(value=[float(y)])),
+  }))
   total = config.split.train_buckets + config.split.eval_buckets
-  return ('train' if csv_example_gen.bucket(line.encode(), total) <
+  key = example.SerializeToString(deterministic=True)
+  return ('train' if csv_example_gen.bucket(key, total) <
           config.split.train_buckets else 'eval')
 
 
