@@ -23,6 +23,8 @@ from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV
 from tests.conftest import read_csv, run_cli, write_csv
 from tests.serving_support import serving_copy
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 BAD_ROWS = 2
 
 

@@ -27,6 +27,8 @@ from tfx_e2e.reports import results as results_lib
 from tfx_e2e.reports.results import OVERALL, RMSE
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 RMSE_BOUND = 1000.0  # far above any of these models: never the reason
 MAX_INCREASE = 0.1   # the gate under test: RMSE - baseline RMSE <= 0.1
 GATES = ['--set', f'evaluation.rmse_upper_bound={RMSE_BOUND:g}',

@@ -19,6 +19,8 @@ from tfx_e2e.pipeline.config import ConfigError, PipelineConfig, load_config
 from tfx_e2e.reports.results import OVERALL, R_SQUARED, RMSE, load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 PRICE_COLUMNS = ['trip_miles', 'trip_seconds', 'payment_type', 'company']
 
 

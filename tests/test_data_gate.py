@@ -13,6 +13,8 @@ from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import load_run_results
 from tests.conftest import PENGUINS_CSV, run_cli
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 GATED = (pipeline_def.TRANSFORM, pipeline_def.TRAINER, pipeline_def.RESOLVER,
          pipeline_def.EVALUATOR, pipeline_def.PUSHER)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfx_e2e.components.executors import csv_example_gen
@@ -121,6 +122,7 @@ def test_the_prediction_reader_accounts_for_every_line(data):
   assert all(error.startswith('column ') for error in errors.values())
 
 
+@pytest.mark.e2e
 def test_a_run_on_messy_but_usable_data_trains_on_the_valid_rows(
     taxi_sample, tmp_path):
   header, rows = read_csv(taxi_sample)

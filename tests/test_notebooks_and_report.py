@@ -20,6 +20,8 @@ from tfx_e2e.pipeline.config import REPO_ROOT
 from tfx_e2e.reports.report import write_report
 from tfx_e2e.reports.results import OVERALL, RMSE
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 NOTEBOOKS = REPO_ROOT / 'notebooks'
 # What TensorFlow prints when it starts on a machine without a GPU, and the
 # deprecation notes about TFMA's own calls: none of it is about the run.

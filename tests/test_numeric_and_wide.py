@@ -19,6 +19,8 @@ from tfx_e2e.pipeline.config import DataConfig, PipelineConfig
 from tfx_e2e.reports.results import load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 LABEL = 'fare'
 FEATURES = ['trip_miles', 'trip_seconds']
 

@@ -18,6 +18,8 @@ from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import PENGUINS_CSV, run_cli
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 ARGS = ['run', '--data', str(PENGUINS_CSV), '--label', 'body_mass_g',
         '--categorical', 'year', '--slice', 'species,island',
         '--orchestrator', 'beam', '--set', 'beam.profile=multi-process',

@@ -21,6 +21,8 @@ from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 SLICE_FEATURES = ('payment_type', 'trip_start_hour')
 
 

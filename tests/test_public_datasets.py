@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 from sklearn import datasets
 import tensorflow as tf
+import pytest
 
 from tfx_e2e.pipeline import runner
 from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import read_csv, run_cli, write_csv
+
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
 
 
 def _examples(output: Path, split: str):

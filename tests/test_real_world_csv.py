@@ -515,6 +515,7 @@ def _trainable_tables(draw):
   return header, rows, draw(st.sampled_from([',', ';', '\t']))
 
 
+@pytest.mark.e2e
 @given(_trainable_tables())
 @settings(max_examples=3, deadline=None, derandomize=True,
           phases=[Phase.explicit, Phase.generate],  # a shrink is a run each
@@ -567,6 +568,7 @@ def test_a_run_refuses_or_trains_on_exactly_the_named_rows_and_columns(
     assert sorted(inputs) == sorted(names[:-1])
 
 
+@pytest.mark.e2e
 def test_an_edit_that_keeps_size_and_mtime_is_not_served_from_cache(
     taxi_sample, tmp_path):
   """TFX fingerprints input files by size and modification time (seconds):

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 from ml_metadata.proto import metadata_store_pb2
+import pytest
 
 from tfx_e2e.pipeline import runner
 from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import open_store
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
 
 EXAMPLE_GEN, TRANSFORM, TRAINER, EVALUATOR = (
     'CsvExampleGen', 'Transform', 'Trainer', 'Evaluator')

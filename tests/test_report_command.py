@@ -4,8 +4,11 @@ creating anything, and TensorFlow's start-up noise stays off the console."""
 import subprocess
 import sys
 from pathlib import Path
+import pytest
 
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
 
 
 def test_a_missing_output_directory_is_refused_and_not_created(tmp_path):

@@ -4,10 +4,13 @@ fails a run."""
 import dataclasses
 
 from tfx.orchestration.portable import launcher
+import pytest
 
 from tfx_e2e.pipeline import runner
 from tfx_e2e.pipeline.config import PipelineConfig
 from tests.conftest import read_csv, write_csv
+
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
 
 
 def test_a_failing_progress_report_does_not_fail_the_run(taxi_sample,

@@ -26,6 +26,8 @@ from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import load_run_results
 from tests.serving_support import OWN, REAL, running_server
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 MODEL = 'taxi_fare'
 ROWS = 16
 

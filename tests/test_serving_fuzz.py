@@ -12,6 +12,8 @@ import schemathesis
 from bench.serving_soak import soak
 from tests.serving_support import TAXI_ROW, serving_copy
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 SCHEMA = schemathesis.openapi.from_path(
     Path(__file__).parents[1] / 'serving' / 'openapi.yaml')
 CASES = []  # (operation, status) of every generated request

@@ -16,6 +16,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests.serving_support import OWN, TAXI_ROW, running_server, serving_copy
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 TIMEOUT = 2  # --request_timeout_seconds of the server under test
 
 

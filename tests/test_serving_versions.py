@@ -15,6 +15,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests.serving_support import OWN, push_version, running_server
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 MODEL = 'taxi_fare'
 CLIENTS = 8
 

@@ -26,6 +26,8 @@ from tfx_e2e.inference import stream_predict
 from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV, StreamConfig
 from tests.conftest import read_csv, write_csv
 
+pytestmark = pytest.mark.e2e  # runs the pipeline or a server
+
 PANES = []  # (window start, pane timing, count), as WriteWindow emitted them
 
 
