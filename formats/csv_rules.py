@@ -35,6 +35,7 @@ from typing import IO, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 # Markers of a missing value: pandas' default `na_values`, and `inf`,
 # `-`, `?` (UCI's marker).
@@ -43,6 +44,25 @@ DEFAULT_NA_VALUES = (
     '1.#IND', '1.#QNAN', '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a',
     'nan', 'null', 'inf', '-inf', 'Inf', '-Inf', 'Infinity', '-Infinity',
     '-', '?')
+
+
+# The byte order mark some editors (Excel) put before the header: not part
+# of the first column's name. (Text readers drop it with 'utf-8-sig'.)
+BOM = b'\xef\xbb\xbf'
+
+
+def without_bom(data: bytes) -> bytes:
+  """`data` without a leading byte order mark."""
+  return data.removeprefix(BOM)
+
+
+def as_text(names: Sequence[str]) -> pa_csv.ConvertOptions:
+  """Arrow's CSV conversion that keeps every column as the file's text, ''
+  where a value is empty: the rules here decide types and missing values,
+  not Arrow's inference."""
+  return pa_csv.ConvertOptions(
+      column_types={name: pa.string() for name in names},
+      strings_can_be_null=False, quoted_strings_can_be_null=False)
 
 
 class InputError(ValueError):

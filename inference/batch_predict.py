@@ -143,7 +143,7 @@ def _csv_header(path: str, delimiter: str = '') -> Optional[List[str]]:
   """
   with FileSystems.open(path) as f:
     data = f.read(_HEADER_BYTES)
-  data = data.removeprefix(b'\xef\xbb\xbf')  # a BOM, as the job drops it
+  data = csv_rules_lib.without_bom(data)  # as the job's reader does
   lines = data.splitlines()[:csv_rules_lib.DELIMITER_SAMPLE + 1]
   if len(data) == _HEADER_BYTES:
     lines = lines[:-1]  # the last one may go on past what was read

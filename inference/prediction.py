@@ -177,7 +177,7 @@ def read_csv(data: bytes,
     data.decode('utf-8')
   except UnicodeDecodeError as e:
     raise ValueError(f'not UTF-8 text: {e}') from None
-  data = data.removeprefix(b'\xef\xbb\xbf')  # a BOM, as Excel writes
+  data = csv_rules.without_bom(data)
   # Lines end at \n, \r\n or a lone \r, as for pyarrow's reader.
   lines = data.splitlines()
   delimiter = csv_rules.delimiter_of(
@@ -208,9 +208,7 @@ def read_csv(data: bytes,
         parse_options=pa_csv.ParseOptions(invalid_row_handler=skip,
                                           newlines_in_values=True,
                                           delimiter=delimiter),
-        convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            strings_can_be_null=False, quoted_strings_can_be_null=False))
+        convert_options=csv_rules.as_text(header))
   except pa.ArrowInvalid as e:
     raise ValueError(f'malformed CSV: {e}') from None
   # pyarrow's own header parse names the columns. Where it differs from

@@ -372,9 +372,7 @@ class _ColumnProfile:
         read_options=pa_csv.ReadOptions(column_names=self._names,
                                         skip_rows=1, block_size=16 << 20),
         parse_options=pa_csv.ParseOptions(delimiter=delimiter),
-        convert_options=pa_csv.ConvertOptions(
-            column_types={name: pa.string() for name in self._names},
-            strings_can_be_null=False, quoted_strings_can_be_null=False))
+        convert_options=csv_rules.as_text(self._names))
     try:
       with _arrow_input(path, compression) as source:
         for batch in pa_csv.open_csv(source, **options):

@@ -147,9 +147,7 @@ def parse_range(path: str, start: int, end: int
                      ) from None
   table = pa_csv.read_csv(
       pa.BufferReader(header + b'\n' + data), read_options=_READ_OPTIONS,
-      convert_options=pa_csv.ConvertOptions(
-          column_types={name: pa.string() for name in names},
-          strings_can_be_null=False, quoted_strings_can_be_null=False))
+      convert_options=csv_rules.as_text(names))
   if table.num_rows != len(lines):
     raise ValueError(
         f'{path}: bytes {start}-{end} hold {len(lines)} lines but '
