@@ -31,7 +31,8 @@ from tfx_e2e.pipeline import environment  # noqa: E402
 environment.configure()  # before anything imports TensorFlow
 from tfx_e2e.inference import batch_predict  # noqa: E402
 from tfx_e2e.inference import prediction  # noqa: E402
-from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV, PipelineConfig  # noqa: E402
+from tfx_e2e.pipeline.config import (  # noqa: E402
+    BUNDLED_TAXI_CSV, PipelineConfig)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -23,7 +23,8 @@ from tfx.types import standard_artifacts
 
 from tfx_e2e.components import features
 from tfx_e2e.components import model
-from tfx_e2e.components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
+from tfx_e2e.components.preprocessing import (FORCE_TF_COMPAT_V1,
+                                              preprocessing_fn)
 
 LABEL = 'fare'
 CUSTOM_CONFIG = features.make_custom_config(

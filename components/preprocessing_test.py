@@ -12,7 +12,8 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
 from tfx_e2e.components import features
-from tfx_e2e.components.preprocessing import FORCE_TF_COMPAT_V1, preprocessing_fn
+from tfx_e2e.components.preprocessing import (FORCE_TF_COMPAT_V1,
+                                              preprocessing_fn)
 from tfx_e2e.components.preprocessing import NUMBERS, Z_SCORE_LIMIT
 
 CUSTOM_CONFIG = features.make_custom_config(

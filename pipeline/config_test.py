@@ -4,8 +4,9 @@ import pytest
 
 from tfx_e2e.cli import commands as cli
 from tfx_e2e.pipeline import config as config_lib
-from tfx_e2e.pipeline.config import (BUNDLED_TAXI_CSV, ConfigError, PipelineConfig,
-                             load_config, parse_overrides)
+from tfx_e2e.pipeline.config import (BUNDLED_TAXI_CSV, ConfigError,
+                                     PipelineConfig, load_config,
+                                     parse_overrides)
 
 
 def test_defaults_are_the_bundled_taxi_task():

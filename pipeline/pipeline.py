@@ -216,8 +216,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   """TFMA metrics, slices and the blessing gates (BLESSING_GATES) that
   config.evaluation turns on, each its own threshold so that the validation
   result names the one that failed."""
-  # By class name: TFX's module loading may have imported tfx_e2e.components.metrics
-  # again since, with new classes.
+  # By class name: TFX's module loading may have imported
+  # tfx_e2e.components.metrics again since, with new classes.
   gates = {}
   for gate in BLESSING_GATES:
     value = getattr(config.evaluation, gate.setting)

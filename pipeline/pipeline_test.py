@@ -23,13 +23,17 @@ def _properties():
 
 
 @pytest.mark.parametrize('module, components', [
-    ('tfx_e2e.components.executors.csv_example_gen', {pipeline_def.EXAMPLE_GEN}),
+    ('tfx_e2e.components.executors.csv_example_gen',
+     {pipeline_def.EXAMPLE_GEN}),
+    ('tfx_e2e.formats.csv_rules', {pipeline_def.EXAMPLE_GEN}),
     ('tfx_e2e.components.preprocessing', {pipeline_def.TRANSFORM}),
-    ('tfx_e2e.components.executors.examples_io', {pipeline_def.EXAMPLE_GEN,
-                                pipeline_def.TRANSFORM}),
+    ('tfx_e2e.components.executors.examples_io',
+     {pipeline_def.EXAMPLE_GEN, pipeline_def.TRANSFORM}),
     ('tfx_e2e.components.model', {pipeline_def.TRAINER}),
-    ('tfx_e2e.components.features', {pipeline_def.TRANSFORM, pipeline_def.TRAINER}),
+    ('tfx_e2e.components.features',
+     {pipeline_def.TRANSFORM, pipeline_def.TRAINER}),
     ('tfx_e2e.components.metrics', {pipeline_def.EVALUATOR}),
+    ('tfx_e2e.components.executors.extractors', {pipeline_def.EVALUATOR}),
 ])
 def test_an_edit_to_module_code_changes_its_components_cache_keys(
     module, components, tmp_path, monkeypatch):
