@@ -29,8 +29,8 @@ def configure(quiet_tensorflow: bool = False) -> None:
       tf.Transform and the TFX Trainer cannot use.
   """
   # tf.Transform and the TFX Trainer need Keras 2; TF 2.16 picks Keras 3
-  # unless this is set before TensorFlow is first imported.
-  # The values TensorFlow itself reads as set.
+  # unless this is set (to a value TensorFlow reads as true) before
+  # TensorFlow is first imported.
   if ('tensorflow' in sys.modules and
       os.environ.get('TF_USE_LEGACY_KERAS') not in ('1', 'true', 'True')):
     raise RuntimeError(
