@@ -3,6 +3,7 @@ repository's folders, without the unit tests that sit beside the modules."""
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,11 +19,18 @@ def _rooms():
 
 def test_the_wheel_holds_one_package_made_of_the_repositorys_folders(
     tmp_path):
-  # The venv's own setuptools builds it: no download.
-  subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet',
-                  '--no-deps', '--no-build-isolation', '-w', str(tmp_path),
-                  str(REPO_ROOT)], check=True, capture_output=True,
-                 timeout=300)
+  # The venv's own setuptools builds it: no download. pip builds in the
+  # tree, whose build/ folder goes again if the build made it.
+  build = REPO_ROOT / 'build'
+  had_build = build.exists()
+  try:
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--quiet',
+                    '--no-deps', '--no-build-isolation', '-w', str(tmp_path),
+                    str(REPO_ROOT)], check=True, capture_output=True,
+                   timeout=300)
+  finally:
+    if not had_build:
+      shutil.rmtree(build, ignore_errors=True)
   (wheel,) = tmp_path.glob('*.whl')
   names = zipfile.ZipFile(wheel).namelist()
   assert {name.split('/')[0] for name in names} == {
