@@ -96,16 +96,17 @@ def test_model_configs_serve_the_pushers_destination():
   assert '../../output/serving:/models:ro' in service['volumes']
 
 
-def test_probes_point_at_the_rest_status_endpoint():
+def test_probes_ask_for_a_serving_version_and_a_listening_port():
   (deployment,) = yaml.safe_load_all(
       (SERVING / 'base' / 'deployment.yaml').read_text())
   container = deployment['spec']['template']['spec']['containers'][0]
   ports = {p['name']: p['containerPort'] for p in container['ports']}
   assert ports == {'grpc': 8500, 'http': 8501}  # TF Serving's defaults
-  for probe in ('readinessProbe', 'livenessProbe'):
-    get = container[probe]['httpGet']
-    assert get['path'] == f'/v1/models/{PipelineConfig().model_name}'
-    assert get['port'] == 'http'
+  assert container['readinessProbe']['httpGet'] == {
+      'path': f'/v1/models/{PipelineConfig().model_name}/metadata',
+      'port': 'http'}
+  assert container['livenessProbe']['tcpSocket'] == {'port': 'http'}
+  assert 'httpGet' not in container['livenessProbe']
   assert container['resources']['requests']
 
 
