@@ -249,10 +249,11 @@ def _run(args: argparse.Namespace) -> int:
                    'columns', *input_check.input_notes(report),
                    f'Output: {config.output_path}  (log: {log_path})']),
         flush=True)
-  if config.beam.fast_paths and executors.mismatches():
+  differ = executors.mismatches() if config.beam.fast_paths else []
+  if differ:
     print('note: TFX\'s stock executors run instead of the fast paths, '
           'which were written for other library versions: ' +
-          '; '.join(executors.mismatches()), flush=True)
+          '; '.join(differ), flush=True)
   with _logs_to_file(log_path, args.verbose):
     outcome = runner.run(config, progress=_print_progress, report=report)
     report_path = _write_report(outcome.config)

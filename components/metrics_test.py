@@ -132,18 +132,7 @@ def test_r_squared_with_unequal_weights_matches_numpy(offset):
                                  weights)
   # Example by example (TFMA's conversion, as for weighted examples), in
   # parts merged as the runner would; and rows of weight 1 in batches.
-  sums = _sums(example_weighted=True)
-  parts = []
-  for rows in np.array_split(np.arange(200), 3):
-    accumulator = sums.create_accumulator()
-    for row in rows:
-      accumulator = sums.add_input(
-          accumulator, metric_util.to_standard_metric_inputs({
-              'labels': np.array([labels[row]]),
-              'predictions': np.array([predictions[row]]),
-              'example_weights': np.array([weights[row]])}))
-    parts.append(accumulator)
-  merged = sums.merge_accumulators(parts)
+  merged = _weighted_accumulator(labels, predictions, weights, parts=3)
   assert merged == pytest.approx(_expected_sums(labels, predictions, weights))
   # Far from zero, a sum of squared labels would have lost every digit of
   # the variance (1e16 against 1).
@@ -157,11 +146,8 @@ def test_r_squared_with_unequal_weights_matches_numpy(offset):
       pytest.approx(_weighted_r_squared(labels - offset, predictions - offset,
                                         np.ones(200)), rel=1e-6))
   # No model beats or misses the mean of labels that do not vary.
-  constant = sums.add_input(sums.create_accumulator(),
-                            metric_util.to_standard_metric_inputs({
-                                'labels': np.array([3.0]),
-                                'predictions': np.array([2.0]),
-                                'example_weights': np.array([2.0])}))
+  constant = _weighted_accumulator(np.array([3.0]), np.array([2.0]),
+                                  np.array([2.0]))
   assert np.isnan(_r_squared(constant))
 
 

@@ -1,7 +1,9 @@
 """Shared fixtures: small real data samples and a way to run the CLI."""
 
 import csv
+import glob
 import io
+import json
 from contextlib import redirect_stdout, redirect_stderr
 from pathlib import Path
 from typing import List, NamedTuple
@@ -39,6 +41,22 @@ def write_csv(path: Path, header: List[str], rows: List[List[str]]) -> Path:
     writer.writerow(header)
     writer.writerows(rows)
   return path
+
+
+def predictions_written(work: Path) -> List[dict]:
+  """The rows `predict --output-prefix WORK/out/pred` wrote, file by file."""
+  records = []
+  for path in sorted(glob.glob(str(work / 'out' / 'pred-0*.csv'))):
+    with open(path, newline='') as f:
+      records += list(csv.DictReader(f))
+  return records
+
+
+def dead_letters_written(work: Path) -> List[dict]:
+  """The dead letters of that `predict`, one dict a record."""
+  return [json.loads(line) for path in
+          glob.glob(str(work / 'out' / 'pred-dead-letters-*.jsonl'))
+          for line in Path(path).read_text().splitlines()]
 
 
 def read_csv(path: Path):

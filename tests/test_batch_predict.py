@@ -20,7 +20,8 @@ import tensorflow as tf
 from tfx_e2e.inference import batch_predict
 from tfx_e2e.inference import prediction
 from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV
-from tests.conftest import read_csv, run_cli, write_csv
+from tests.conftest import (dead_letters_written, predictions_written,
+                            read_csv, run_cli, write_csv)
 from tests.serving_support import serving_copy
 
 pytestmark = pytest.mark.e2e  # runs the pipeline or a server
@@ -45,27 +46,13 @@ def batch(taxi_sample, taxi_pushed_model, tmp_path_factory):
   return result, work, header, rows[:300] + b_rows
 
 
-def _predictions(work):
-  records = []
-  for path in sorted(glob.glob(str(work / 'out' / 'pred-0*.csv'))):
-    with open(path, newline='') as f:
-      records += list(csv.DictReader(f))
-  return records
-
-
-def _dead_letters(work):
-  return [json.loads(line) for path in
-          glob.glob(str(work / 'out' / 'pred-dead-letters-*.jsonl'))
-          for line in Path(path).read_text().splitlines()]
-
-
 def test_every_row_is_predicted_or_dead_lettered_once(batch,
                                                      taxi_pushed_model):
   result, work, _, rows = batch
   assert result.exit_code == 0, result.stderr
   assert (f'Rows read: {len(rows):,}; predicted: {len(rows) - BAD_ROWS:,}; '
           f'dead-lettered: {BAD_ROWS}') in result.stdout
-  predictions, dead = _predictions(work), _dead_letters(work)
+  predictions, dead = predictions_written(work), dead_letters_written(work)
   keys = [p['key'] for p in predictions] + [
       f'{d["file"]}:{d["line"]}' for d in dead]
   expected = [f'{work / "in" / "a.csv"}:{n}' for n in range(2, 302)] + [
@@ -88,7 +75,7 @@ def test_every_row_is_predicted_or_dead_lettered_once(batch,
 def test_predictions_match_the_serving_api(batch, taxi_pushed_model, tmp_path):
   """The parity check: batch and REST give the same numbers for a sample."""
   _, work, header, rows = batch
-  predictions = {p['key']: float(p['prediction']) for p in _predictions(work)}
+  predictions = {p['key']: float(p['prediction']) for p in predictions_written(work)}
   sample = [(f'{work / "in" / "a.csv"}:{n}', dict(zip(header, row)))
             for n, row in enumerate(rows[:300], start=2)]
   with serving_copy(taxi_pushed_model, tmp_path) as server:
@@ -158,7 +145,7 @@ def test_tfrecord_input_gives_the_same_predictions(batch, taxi_pushed_model):
   for name in glob.glob(str(work / 'tfrecord-out' / 'pred-0*.csv')):
     with open(name, newline='') as f:
       predicted.update({r['key']: r for r in csv.DictReader(f)})
-  from_csv = {p['key']: p for p in _predictions(work)}
+  from_csv = {p['key']: p for p in predictions_written(work)}
   for number, row in enumerate(rows[:100], start=1):
     record = predicted[f'{path}:{number}']
     assert record['fare'] == row[header.index('fare')]

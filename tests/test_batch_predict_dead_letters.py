@@ -2,14 +2,12 @@
 each such file is one dead letter naming it and why, and the job goes on
 to predict every row of the good files."""
 
-import csv
-import glob
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_csv, run_cli, write_csv
+from tests.conftest import (dead_letters_written, predictions_written,
+                            read_csv, run_cli, write_csv)
 
 pytestmark = pytest.mark.e2e
 
@@ -48,20 +46,6 @@ def job(taxi_sample, taxi_pushed_model, tmp_path_factory):
   return result, work
 
 
-def _predictions(work):
-  records = []
-  for path in sorted(glob.glob(str(work / 'out' / 'pred-0*.csv'))):
-    with open(path, newline='') as f:
-      records += list(csv.DictReader(f))
-  return records
-
-
-def _dead_letters(work):
-  return [json.loads(line) for path in
-          glob.glob(str(work / 'out' / 'pred-dead-letters-*.jsonl'))
-          for line in Path(path).read_text().splitlines()]
-
-
 def test_each_unreadable_file_is_one_dead_letter_and_good_files_are_predicted(
     job):
   result, work = job
@@ -72,14 +56,14 @@ def test_each_unreadable_file_is_one_dead_letter_and_good_files_are_predicted(
   assert (f'Rows read: {read}; predicted: {GOOD_ROWS + RAGGED_GOOD_ROWS}; '
           'dead-lettered: 5') in result.stdout
 
-  keys = sorted(p['key'] for p in _predictions(work))
+  keys = sorted(p['key'] for p in predictions_written(work))
   inputs = work / 'in'
   assert keys == sorted(
       [f'{inputs / "good.csv"}:{n}' for n in range(2, 2 + GOOD_ROWS)] +
       [f'{inputs / "ragged.csv"}:{n}'
        for n in range(2, 2 + RAGGED_GOOD_ROWS)])
 
-  dead = sorted(_dead_letters(work), key=lambda d: (d['file'], d['line']))
+  dead = sorted(dead_letters_written(work), key=lambda d: (d['file'], d['line']))
   assert [(Path(d['file']).name, d['line']) for d in dead] == [
       ('image.csv', 1), ('latin1.csv', 1), ('nul.csv', 1),
       ('ragged.csv', 2 + RAGGED_GOOD_ROWS),
