@@ -34,6 +34,8 @@ setup(
     package_data={'tfx_e2e.serving': ['openapi.yaml']},
     install_requires=[
         'tfx[kfp]==1.16.0',
+        # The Kubernetes platform config of the compiled spec (volumes).
+        'kfp-kubernetes==1.0.0',
         'apache-beam[gcp]==2.59.0',
         'tensorflow==2.16.2',
         'tf-keras==2.16.0',
@@ -41,8 +43,12 @@ setup(
         'matplotlib>=3.8,<3.10',  # plots in notebooks and the HTML report
     ],
     # pycurl: bench/serving_bench.py's C HTTP client (libcurl).
+    # cel-python: the CEL evaluator of the Kubeflow replay (as KFP's driver
+    # evaluates trigger conditions); moto with Flask: an S3 server on
+    # loopback for the replay's object-store root.
     extras_require={'test': ['pytest', 'hypothesis', 'schemathesis',
-                             'pycurl']},
+                             'pycurl', 'cel-python', 'moto[s3]', 'flask',
+                             'flask-cors']},
     entry_points={'console_scripts': ['tfx-e2e=tfx_e2e.cli:main']},
     cmdclass={'build_py': BuildPyWithoutTests},
 )
