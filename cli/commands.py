@@ -68,7 +68,7 @@ def _add_config_flags(parser: argparse.ArgumentParser,
                      '--config this selects another dataset, so the bundled '
                      "taxi data's feature settings and RMSE bound do not "
                      'apply (the blessing gates are scale-free: R² >= 0, '
-                     'RMSE within 1%% of the last blessed model)')
+                     'RMSE within 1%% of the served model)')
   group.add_argument('--label', help='the numeric column to predict')
   group.add_argument('--exclude', metavar='COLS',
                      help='comma-separated columns that are not features')

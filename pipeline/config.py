@@ -105,7 +105,7 @@ class EvaluationConfig:
   # Scale-free gate: R² (1 - MSE / the eval labels' variance) at least
   # this. 0: no worse than predicting the eval labels' mean.
   min_r_squared: Optional[float] = None
-  # Change gates against the last blessed model (skipped for the first):
+  # Change gates against the model served now (skipped while none is):
   # RMSE may exceed its RMSE by at most this, in the label's units ...
   max_rmse_increase: Optional[float] = 1e-6
   # ... and by at most this fraction of it (0.01: 1%).
@@ -113,7 +113,7 @@ class EvaluationConfig:
 
 
 # The gates of a dataset of unknown scale: beat the mean predictor, and stay
-# within 1% of the last blessed model's RMSE (a retrain on slightly changed
+# within 1% of the served model's RMSE (a retrain on slightly changed
 # data moves it a little either way).
 SCALE_FREE_EVALUATION = EvaluationConfig(
     rmse_upper_bound=None, min_r_squared=0.0, max_rmse_increase=None,
@@ -176,15 +176,58 @@ class BeamConfig:
 
 
 @dataclasses.dataclass
+class PodSize:
+  """CPU cores and memory (GiB) of one component's pod, requested and
+  limited alike: the scheduler places it where it fits, and its Beam work
+  gets one worker per core."""
+  cpu: float = 1.0
+  memory_gib: float = 2.0
+
+
+def _pod(cpu: float, memory_gib: float):
+  return dataclasses.field(default_factory=lambda: PodSize(cpu, memory_gib))
+
+
+@dataclasses.dataclass
+class PodSizes:
+  """Pod sizes per component (by its id in lower case with underscores).
+  The Beam-based steps get more cores; the others need one."""
+  csv_example_gen: PodSize = _pod(2, 4)
+  statistics_gen: PodSize = _pod(2, 4)
+  schema_gen: PodSize = _pod(1, 2)
+  example_validator: PodSize = _pod(1, 2)
+  transform: PodSize = _pod(2, 4)
+  trainer: PodSize = _pod(2, 4)
+  served_baseline: PodSize = _pod(1, 2)
+  evaluator: PodSize = _pod(2, 4)
+  pusher: PodSize = _pod(1, 2)
+
+
+@dataclasses.dataclass
 class KubeflowConfig:
-  """Where the pipeline runs on Kubeflow Pipelines (`tfx-e2e compile`)."""
-  # The pipeline image (Dockerfile): TFX plus this package.
+  """Where the pipeline runs on Kubeflow Pipelines (`tfx-e2e compile`).
+
+  The defaults fit an open-source Kubeflow Pipelines install as it comes:
+  artifacts in its MinIO (`minio://mlpipeline/...`, KFP's default root),
+  the data and the served models on a PersistentVolumeClaim that the
+  pipeline's pods and TF Serving's mount. On Vertex AI (or with GCS) all
+  three paths are `gs://` and no claim is needed.
+  """
+  # The pipeline image (deploy/kubeflow/Dockerfile): TFX plus this package.
   image: str = 'tfx-e2e:latest'
-  # Object store or persistent volume paths, as the cluster sees them.
-  pipeline_root: str = 'gs://YOUR_BUCKET/tfx-e2e/pipeline'
-  data_path: str = 'gs://YOUR_BUCKET/tfx-e2e/data'
-  serving_base: str = 'gs://YOUR_BUCKET/tfx-e2e/serving'
+  # Where artifacts go: gs://, or on open-source KFP also minio:// or s3://
+  # (KFP's launcher moves them between the store and the pod).
+  pipeline_root: str = 'minio://mlpipeline/v2/artifacts'
+  # A gs:// path, or a path under `volume_mount_path`.
+  data_path: str = '/mnt/tfx-e2e/data'
+  serving_base: str = '/mnt/tfx-e2e/serving'
+  # The PersistentVolumeClaim mounted at `volume_mount_path` in the pods
+  # that read or write it (deploy/serving mounts the same claim); '' mounts
+  # none.
+  volume_claim: str = 'tfx-e2e'
+  volume_mount_path: str = '/mnt/tfx-e2e'
   beam_profile: str = 'multi-process'
+  pods: PodSizes = dataclasses.field(default_factory=PodSizes)
 
 
 @dataclasses.dataclass
@@ -316,6 +359,11 @@ class PipelineConfig:
     if self.data.schema and not Path(self.data.schema).is_file():
       raise ConfigError(f'data.schema: no such file: {self.data.schema}')
     self._validate_evaluation()
+    for name, size in dataclasses.asdict(self.kubeflow.pods).items():
+      for resource, value in size.items():
+        if not (math.isfinite(value) and value > 0):
+          raise ConfigError(f'kubeflow.pods.{name}.{resource} must be > 0, '
+                            f'not {value}')
     return self
 
   def _validate_evaluation(self) -> None:

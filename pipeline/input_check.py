@@ -52,6 +52,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import math
 import re
@@ -695,3 +696,90 @@ def input_notes(report: InputReport) -> List[str]:
         f'({_hint(column.examples)}fix them, add them to data.na_values, or '
         f'exclude the column)')
   return lines
+
+
+# The in-pipeline screening. CsvExampleGen's custom_config (JSON) carries
+# the digest of its code, the data settings, and, when this gate already
+# ran before the pipeline started (the local runner), the input's digest.
+SCREENED_INPUT = 'screened_input'
+DATA_SETTINGS = 'data'
+CODE = 'code'
+
+
+def example_gen_settings(config: PipelineConfig, code_digest: str,
+                         input_digest: str = '') -> str:
+  """CsvExampleGen's custom_config: what its executor screens by (see
+  `screen`). `input_digest` is set when the input was checked already."""
+  data = dataclasses.asdict(config.data)
+  data.update(path='', schema=None)  # where the executor reads it
+  return json.dumps({CODE: code_digest, SCREENED_INPUT: input_digest,
+                     DATA_SETTINGS: data}, sort_keys=True)
+
+
+def _local_input(input_base: str, pattern: str, work_dir: Path) -> Path:
+  """The input as a local path: the file or directory itself, or a copy of
+  remote files (gs://) under `work_dir`."""
+  if '://' not in input_base:
+    return Path(input_base) if pattern == '*.csv' else Path(input_base,
+                                                             pattern)
+  # Imported here: the gate itself needs no TensorFlow.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  names = (tf.io.gfile.listdir(input_base) if pattern == '*.csv'
+           else [pattern])
+  local = work_dir / 'remote-input'
+  local.mkdir(parents=True, exist_ok=True)
+  for name in names:
+    name = name.rstrip('/')
+    if pattern != '*.csv' or name.endswith(_CSV_SUFFIXES):
+      tf.io.gfile.copy(f'{input_base.rstrip("/")}/{name}', str(local / name),
+                       overwrite=True)
+  return local if pattern == '*.csv' else local / pattern
+
+
+def screen(custom_config: str, input_base: str, pattern: str,
+           work_dir: str) -> Tuple[str, str]:
+  """The data gate inside CsvExampleGen's executor, for orchestrators that
+  run the pipeline without `tfx-e2e run` in front of it (Kubeflow).
+
+  Checks the input as the local runner does before TFX starts, with the
+  same messages (InputError). The pipeline was built without seeing the
+  data, so the columns it names must be the data's as they are: a
+  configuration that the gate would have to resolve (a header name that
+  differs from its model name, a column without values) is refused with
+  the setting to write. Returns the input base and pattern to read: the
+  input, or its normalized copy under `work_dir`.
+
+  A `custom_config` without data settings (TFX's own, or an input that
+  the local runner checked already) is not screened again.
+  """
+  try:
+    settings = json.loads(custom_config or '{}')
+  except ValueError:
+    return input_base, pattern
+  if (not isinstance(settings, dict) or DATA_SETTINGS not in settings or
+      settings.get(SCREENED_INPUT)):
+    return input_base, pattern
+  data = _local_input(input_base, pattern, Path(work_dir))
+  config = PipelineConfig(output_dir=work_dir)
+  config = dataclasses.replace(config, data=dataclasses.replace(
+      config.data, **dict(settings[DATA_SETTINGS], path=str(data))))
+  report = check_input(config)
+  resolved = resolve_config(config, report).data
+  differences = [
+      f'data.{name}: {getattr(config.data, name)!r} -> '
+      f'{getattr(resolved, name)!r}'
+      for name in ('label', 'exclude_features', 'categorical_features',
+                   'slice_features')
+      if getattr(config.data, name) != getattr(resolved, name)]
+  if differences:
+    raise InputError(
+        f'{data}: the compiled pipeline names columns differently from '
+        f'how the data is read: {"; ".join(differences)}. Compile it with '
+        'the settings on the right (`tfx-e2e run --data FILE` on a sample '
+        'prints how a file is read).')
+  for line in input_notes(report):
+    print(line, flush=True)
+  path = Path(prepare_input(config, report))
+  if path == data:
+    return input_base, pattern
+  return str(path.parent), path.name

@@ -8,58 +8,122 @@ Kubeflow Pipelines, or a Vertex AI PipelineJob (JSON).
 
 from __future__ import annotations
 
-import contextlib
+import json
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
+
+import yaml
 
 from tfx_e2e.pipeline.config import ConfigError, PipelineConfig
 
 TARGET_SUFFIXES = {'kubeflow': ('.yaml', '.yml'), 'vertex': ('.json',)}
+# The pipeline roots each backend takes. Open-source KFP's launcher moves
+# minio:// and s3:// artifacts to and from local paths in the pod (see
+# pipeline/kubeflow_container.py); its object-store layer parses no other
+# root, a local directory included. Vertex AI writes to GCS only.
+PIPELINE_ROOTS = {'kubeflow': ('gs://', 'minio://', 's3://'),
+                  'vertex': ('gs://',)}
+# The container command of every component: TFX's entrypoint, wrapped.
+COMMAND = ['python', '-m', 'tfx_e2e.pipeline.kubeflow_container']
+HEADER = '# PIPELINE DEFINITION\n'
 
 
-def _placeholder_to_cel_with_keys(original):
-  """TFX's KFP v2 compiler drops the key of `placeholder['key']` and writes
-  `[0]`, so the data gate's condition on the per-split `blessed` dictionary
-  of ExampleValidator would test the wrong thing on Kubeflow. This writes
-  `['key']` (CEL map access) and leaves the rest to TFX.
+def check_storage(config: PipelineConfig, target: str) -> None:
+  """Refuses paths the target's pods could not use, naming what works.
 
-  The function patched: `tfx.orchestration.kubeflow.v2.compiler_utils.
-  placeholder_to_cel`, whose `index_op` branch formats only
-  `IndexOperator.index`. Written for TFX 1.16.0 (with kfp 2.5.0, whose SDK
-  is not involved: the CEL is TFX's own); a later copy of the file seen
-  upstream had the same branch. No upstream issue or pull request reports
-  it (searched the tensorflow/tfx and kubeflow/pipelines trackers); drop
-  this once TFX formats `IndexOperator.key`.
+  Raises:
+    ConfigError: a pipeline root the backend does not take, or a data or
+      serving path that is neither gs:// nor on the mounted claim.
   """
+  kubeflow = config.kubeflow
+  roots = PIPELINE_ROOTS[target]
+  if not kubeflow.pipeline_root.startswith(roots):
+    raise ConfigError(
+        f'kubeflow.pipeline_root {kubeflow.pipeline_root!r}: {target} takes '
+        f'a root under {", ".join(roots)}' + (
+            " (KFP's object store parses no local directory; the data and "
+            'the served models may be on a volume)' if target == 'kubeflow'
+            else ''))
+  mount = kubeflow.volume_mount_path.rstrip('/')
+  on_volume = bool(target == 'kubeflow' and kubeflow.volume_claim and mount)
+  for setting in ('data_path', 'serving_base'):
+    path = getattr(kubeflow, setting)
+    if path.startswith('gs://'):
+      continue
+    if on_volume and path.startswith(mount + '/'):
+      continue
+    where = (f'or a path under kubeflow.volume_mount_path ({mount}/...), '
+             f'the claim {kubeflow.volume_claim!r}' if on_volume else
+             '(Vertex AI mounts no volume)' if target == 'vertex' else
+             'or a path on a volume (set kubeflow.volume_claim)')
+    raise ConfigError(
+        f'kubeflow.{setting} {path!r}: use a gs:// path {where}. '
+        'TensorFlow and TF Serving read GCS and local files, not S3 or '
+        'MinIO.')
 
-  def placeholder_to_cel(expression):
-    if expression.HasField('operator') and expression.operator.WhichOneof(
-        'operator_type') == 'index_op' and expression.operator.index_op.key:
-      index_op = expression.operator.index_op
-      return f"{placeholder_to_cel(index_op.expression)}['{index_op.key}']"
-    return original(expression)
 
-  return placeholder_to_cel
+def _executors(spec):
+  """The executors of a PipelineSpec's deployment config (a Struct)."""
+  return spec.deployment_spec.fields['executors'].struct_value.fields
 
 
-@contextlib.contextmanager
-def _cel_with_keys(compiler_utils) -> Iterator[None]:
-  """`compiler_utils.placeholder_to_cel` wrapped (see above) while the
-  pipeline compiles, and the original put back afterwards, even on error:
-  the module is TFX's, shared with any other compile in this process.
-  TFX's recursive calls look the name up in the module, so they take the
-  wrapper too."""
-  original = compiler_utils.placeholder_to_cel
-  compiler_utils.placeholder_to_cel = _placeholder_to_cel_with_keys(original)
-  try:
-    yield
-  finally:
-    compiler_utils.placeholder_to_cel = original
+def _size_pods(spec, config: PipelineConfig) -> None:
+  """Requests and limits of each component's pod (kubeflow.pods): KFP's
+  ResourceSpec, CPU in cores and memory in GB, as both backends read it."""
+  # Imported here: the pipeline definition loads TensorFlow.
+  from tfx_e2e.pipeline import pipeline as pipeline_def  # pylint: disable=import-outside-toplevel
+  executors = _executors(spec)
+  for component_id, field in pipeline_def.POD_SIZES.items():
+    executor = executors.get(f'{component_id}_executor')
+    if executor is None:
+      continue
+    size = getattr(config.kubeflow.pods, field)
+    gigabytes = round(size.memory_gib * 2**30 / 1e9, 3)
+    executor.struct_value.fields['container'].struct_value.fields[
+        'resources'].struct_value.update({
+            'cpuRequest': size.cpu, 'cpuLimit': size.cpu,
+            'memoryRequest': gigabytes, 'memoryLimit': gigabytes})
+
+
+def _volume_mounts(spec, config: PipelineConfig):
+  """The Kubernetes platform config (as kfp-kubernetes writes it) that
+  mounts the claim in the pods opening the data or the served models, or
+  None when none needs it."""
+  # pylint: disable=import-outside-toplevel
+  from google.protobuf import json_format
+  from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s
+  from kfp.pipeline_spec import pipeline_spec_pb2
+  from tfx_e2e.pipeline import pipeline as pipeline_def
+  # pylint: enable=import-outside-toplevel
+  kubeflow = config.kubeflow
+  mount = kubeflow.volume_mount_path.rstrip('/')
+  if not kubeflow.volume_claim or not any(
+      path.startswith(mount + '/')
+      for path in (kubeflow.data_path, kubeflow.serving_base)):
+    return None
+  platform = pipeline_spec_pb2.PlatformSpec()
+  executors = platform.platforms['kubernetes'].deployment_spec.executors
+  mounted = json_format.MessageToDict(k8s.KubernetesExecutorConfig(
+      pvc_mount=[k8s.PvcMount(constant=kubeflow.volume_claim,
+                              mount_path=mount)]))
+  labels = set(_executors(spec))
+  # CsvExampleGen reads the data; ServedBaseline and the Pusher the base.
+  for component_id in (pipeline_def.EXAMPLE_GEN, pipeline_def.BASELINE,
+                       pipeline_def.PUSHER):
+    label = f'{component_id}_executor'
+    if label in labels:
+      executors[label].update(mounted)
+  return platform
 
 
 def compile_pipeline(config: PipelineConfig, target: str,
                      output_file: str) -> Path:
   """Compiles the pipeline of `config` for Kubeflow Pipelines or Vertex AI.
+
+  One definition for both: a PipelineSpec of schema 2.1.0 with no resolver
+  (the baseline is the served model), the data gate on one integer, sized
+  pods; for open-source KFP also the pipeline root as its default and the
+  volume mounts as a Kubernetes platform config (a second YAML document).
 
   Args:
     config: the configuration; its `kubeflow` section places the pipeline.
@@ -71,13 +135,9 @@ def compile_pipeline(config: PipelineConfig, target: str,
     The compiled file's path.
 
   Raises:
-    ConfigError: an unknown target or a suffix that does not fit it.
+    ConfigError: an unknown target, a suffix that does not fit it, or
+      storage the target cannot use (`check_storage`).
   """
-  # Imported here: TensorFlow and the KFP SDK load slowly.
-  from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
-  from tfx.orchestration.kubeflow.v2 import compiler_utils  # pylint: disable=import-outside-toplevel
-  from tfx_e2e.pipeline.pipeline import create_pipeline  # pylint: disable=import-outside-toplevel
-
   path = Path(output_file)
   if target not in TARGET_SUFFIXES:
     raise ConfigError(f'--target must be one of {", ".join(TARGET_SUFFIXES)}')
@@ -85,13 +145,39 @@ def compile_pipeline(config: PipelineConfig, target: str,
     raise ConfigError(
         f'a {target} pipeline file must end in '
         f'{" or ".join(TARGET_SUFFIXES[target])}: {output_file}')
+  check_storage(config, target)
+  # Imported here: TensorFlow and the KFP SDK load slowly.
+  # pylint: disable=import-outside-toplevel
+  from google.protobuf import json_format
+  from kfp.pipeline_spec import pipeline_spec_pb2
+  from tfx import v1 as tfx
+  from tfx_e2e.pipeline.pipeline import create_pipeline
+  # pylint: enable=import-outside-toplevel
   path.parent.mkdir(parents=True, exist_ok=True)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-          default_image=config.kubeflow.image),
+          default_image=config.kubeflow.image, default_commands=COMMAND,
+          use_pipeline_spec_2_1=True),
       output_dir=str(path.parent), output_filename=path.name)
-  with _cel_with_keys(compiler_utils):
-    runner.run(create_pipeline(config, target='kubeflow'))
+  runner.run(create_pipeline(config, target='kubeflow'))
+
+  if target == 'vertex':
+    job = json.loads(path.read_text())
+    spec = json_format.ParseDict(job['pipelineSpec'],
+                                 pipeline_spec_pb2.PipelineSpec())
+    _size_pods(spec, config)
+    job['pipelineSpec'] = json_format.MessageToDict(spec)
+    path.write_text(json.dumps(job, indent=2, sort_keys=True))
+    return path
+  spec = json_format.ParseDict(yaml.safe_load(path.read_text()),
+                               pipeline_spec_pb2.PipelineSpec())
+  spec.default_pipeline_root = config.kubeflow.pipeline_root
+  _size_pods(spec, config)
+  documents = [json_format.MessageToDict(spec)]
+  platform = _volume_mounts(spec, config)
+  if platform is not None:
+    documents.append(json_format.MessageToDict(platform))
+  path.write_text(HEADER + yaml.safe_dump_all(documents, sort_keys=True))
   return path
 
 

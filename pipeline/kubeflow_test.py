@@ -2,17 +2,21 @@
 submitted with the kfp client. No Kubeflow cluster is available here: the
 submit test records what the client sends to an HTTP server on loopback."""
 
+import dataclasses
 import http.server
 import json
 import re
 import threading
 
+from google.protobuf import text_format
 import pytest
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.dsl.compiler import compiler
 import yaml
 
+from tfx_e2e.pipeline import kubeflow
 from tfx_e2e.pipeline import pipeline as pipeline_def
-from tfx_e2e.pipeline.config import load_config
+from tfx_e2e.pipeline.config import ConfigError, PipelineConfig, load_config
 from tests.conftest import run_cli
 
 IMAGE = 'registry.example/tfx-e2e:test'
@@ -35,40 +39,52 @@ def _local_edges():
   return edges
 
 
-def _node_id(task: str) -> str:
-  # KFP splits the Resolver into one task per resolved channel.
-  return (pipeline_def.RESOLVER if task.startswith(pipeline_def.RESOLVER)
-          else task)
-
-
 @pytest.fixture(scope='module')
 def compiled(tmp_path_factory):
+  """The pipeline compiled on GCS for both targets, and with the defaults
+  (open-source KFP: MinIO root, data and models on a claim)."""
   out = tmp_path_factory.mktemp('kfp')
-  for target, name in (('kubeflow', 'pipeline.yaml'),
-                       ('vertex', 'pipeline.json')):
+  for target, name, overrides in (
+      ('kubeflow', 'pipeline.yaml', OVERRIDES),
+      ('vertex', 'pipeline.json', OVERRIDES),
+      ('kubeflow', 'default.yaml', ['--set', 'kubeflow.pods.trainer.cpu=3',
+                                    '--set', 'kubeflow.pods.trainer.memory_gib=6'])):
     result = run_cli(['compile', '--target', target, '--output',
-                      str(out / name), *OVERRIDES])
+                      str(out / name), *overrides])
     assert result.exit_code == 0, result.stderr
   return (yaml.safe_load((out / 'pipeline.yaml').read_text()),
           json.loads((out / 'pipeline.json').read_text()), out)
 
 
+def _documents(path):
+  text = path.read_text()
+  assert text.startswith('# PIPELINE DEFINITION\n')
+  return list(yaml.safe_load_all(text))
+
+
 def test_kubeflow_spec_matches_the_local_pipeline(compiled):
   spec, _, _ = compiled
-  assert spec['schemaVersion'] == '2.0.0'
+  assert spec['schemaVersion'] == '2.1.0'
   assert spec['pipelineInfo']['name'] == 'taxi-fare'
   tasks = spec['root']['dag']['tasks']
   local_nodes = {n for edge in _local_edges() for n in edge}
-  assert {_node_id(t) for t in tasks} == local_nodes
-  assert len(tasks) == len(local_nodes) + 1  # the Resolver's two channels
-  compiled_edges = {(_node_id(up), _node_id(task))
-                    for task, body in tasks.items()
+  assert set(tasks) == local_nodes
+  compiled_edges = {(up, task) for task, body in tasks.items()
                     for up in body.get('dependentTasks', [])}
-  # KFP compiles the Resolver into lookup tasks outside the data gate's
-  # condition: they only find the latest blessed model, and everything that
-  # uses it (Evaluator) is still gated.
-  gate_on_resolver = (pipeline_def.EXAMPLE_VALIDATOR, pipeline_def.RESOLVER)
-  assert compiled_edges == _local_edges() - {gate_on_resolver}
+  assert compiled_edges == _local_edges()
+
+
+def test_nothing_an_open_source_backend_refuses(compiled):
+  """No resolver executor (open-source KFP: "not implemented"), no
+  schema-2.0.0 `constantValue` (newer drivers read `constant`)."""
+  spec, _, out = compiled
+  for document in (spec, _documents(out / 'default.yaml')[0]):
+    executors = document['deploymentSpec']['executors']
+    assert all(set(e) == {'container'} for e in executors.values()), {
+        label: set(e) for label, e in executors.items()}
+    text = yaml.safe_dump(document)
+    assert 'constantValue' not in text
+    assert 'resolver' not in text.lower()
 
 
 _TOKEN = re.compile(r"""\s*(?:
@@ -161,12 +177,13 @@ def _input_artifacts(tree):
   return [key for part in tree[1:] for key in _input_artifacts(part)]
 
 
-def test_data_gate_condition_is_both_splits_blessed(compiled):
+def test_data_gate_condition_is_one_integer(compiled):
   spec, _, _ = compiled
   tasks = spec['root']['dag']['tasks']
   gated = {task for task, body in tasks.items() if 'triggerPolicy' in body}
   assert gated == {pipeline_def.TRANSFORM, pipeline_def.TRAINER,
-                   pipeline_def.EVALUATOR, pipeline_def.PUSHER}
+                   pipeline_def.BASELINE, pipeline_def.EVALUATOR,
+                   pipeline_def.PUSHER}
   for node in sorted(gated):
     condition = _parse(tasks[node]['triggerPolicy']['condition'])
     # The input artifact the condition reads is the validator's anomalies.
@@ -174,10 +191,9 @@ def test_data_gate_condition_is_both_splits_blessed(compiled):
     assert tasks[node]['inputs']['artifacts'][key] == {'taskOutputArtifact': {
         'producerTask': pipeline_def.EXAMPLE_VALIDATOR,
         'outputArtifactKey': 'anomalies'}}
-    blessed = (f"inputs.artifacts['{key}'].artifacts[0]"
-               ".metadata['blessed']")
-    assert condition == _parse(f"({blessed}['train'] == 1) && "
-                               f"({blessed}['eval'] == 1)"), condition
+    assert condition == _parse(
+        f"inputs.artifacts['{key}'].artifacts[0].metadata['data_ok'] == 1"
+    ), condition
 
 
 def test_condition_parser_tells_expressions_apart():
@@ -196,12 +212,28 @@ def test_condition_parser_tells_expressions_apart():
 def test_image_beam_profile_paths_and_module_code(compiled):
   spec, _, _ = compiled
   executors = spec['deploymentSpec']['executors']
-  assert {e['container']['image'] for e in executors.values()
-          if 'container' in e} == {IMAGE}
-  for node in ('CsvExampleGen', 'StatisticsGen', 'Transform', 'Evaluator'):
-    args = executors[f'{node}_executor']['container']['args']
-    assert '--direct_running_mode=multi_processing' in args
-    assert '--direct_num_workers=0' in args
+  assert {e['container']['image'] for e in executors.values()} == {IMAGE}
+  assert {tuple(e['container']['command']) for e in executors.values()} == {
+      ('python', '-m', 'tfx_e2e.pipeline.kubeflow_container')}
+  beam = {'CsvExampleGen', 'StatisticsGen', 'Transform', 'Evaluator'}
+  for label, executor in executors.items():
+    args = executor['container']['args']
+    node = label[:-len('_executor')]
+    size = getattr(PipelineConfig().kubeflow.pods,
+                   pipeline_def.POD_SIZES[node])
+    assert executor['container']['resources'] == {
+        'cpuRequest': size.cpu, 'cpuLimit': size.cpu,
+        'memoryRequest': pytest.approx(size.memory_gib * 1.073741824,
+                                       abs=1e-3),
+        'memoryLimit': pytest.approx(size.memory_gib * 1.073741824,
+                                     abs=1e-3)}, label
+    beam_args = [a for a in args if a.startswith('--direct_')]
+    if node in beam:
+      # As many Beam workers as the pod has cores, not the node's.
+      assert beam_args == ['--direct_running_mode=multi_processing',
+                           f'--direct_num_workers={int(size.cpu)}'], label
+    else:
+      assert beam_args == [], label
   text = yaml.safe_dump(spec)
   assert 'tfx_e2e.components.preprocessing.preprocessing_fn' in text
   assert 'tfx_e2e.components.model.run_fn' in text
@@ -213,7 +245,87 @@ def test_vertex_job_wraps_the_same_spec(compiled):
   spec, job, _ = compiled
   assert set(job['pipelineSpec']['root']['dag']['tasks']) == set(
       spec['root']['dag']['tasks'])
+  assert job['pipelineSpec']['deploymentSpec'] == spec['deploymentSpec']
   assert job['runtimeConfig']['gcsOutputDirectory'] == 'gs://bucket/root'
+
+
+def test_default_root_and_volume_of_an_open_source_install(compiled):
+  """The defaults: KFP's MinIO root in the spec, the claim mounted where
+  the data and the served models are read or written, and only there."""
+  spec, _, out = compiled
+  assert spec['defaultPipelineRoot'] == 'gs://bucket/root'
+  assert len(_documents(out / 'pipeline.yaml')) == 1  # GCS: no volume
+  default, platform = _documents(out / 'default.yaml')
+  assert default['defaultPipelineRoot'] == 'minio://mlpipeline/v2/artifacts'
+  mounts = platform['platforms']['kubernetes']['deploymentSpec']['executors']
+  assert mounts == {f'{node}_executor': {'pvcMount': [
+      {'constant': 'tfx-e2e', 'mountPath': '/mnt/tfx-e2e'}]}
+                    for node in ('CsvExampleGen', 'ServedBaseline', 'Pusher')}
+  text = yaml.safe_dump(default)
+  assert "'/mnt/tfx-e2e/data'" in text or '/mnt/tfx-e2e/data' in text
+  assert '/mnt/tfx-e2e/serving/taxi_fare' in text
+  trainer = default['deploymentSpec']['executors']['Trainer_executor']
+  assert trainer['container']['resources']['cpuLimit'] == 3.0
+  assert trainer['container']['resources']['memoryLimit'] == pytest.approx(
+      6 * 1.073741824, abs=1e-3)
+
+
+@pytest.mark.parametrize('target, settings, refused', [
+    ('kubeflow', {'pipeline_root': '/data/root'}, 'pipeline_root'),
+    ('kubeflow', {'pipeline_root': 'hdfs://x/root'}, 'pipeline_root'),
+    ('vertex', {'pipeline_root': 'minio://mlpipeline/v2/artifacts'},
+     'pipeline_root'),
+    ('kubeflow', {'data_path': 's3://bucket/data'}, 'data_path'),
+    ('kubeflow', {'serving_base': 'minio://mlpipeline/serving'},
+     'serving_base'),
+    ('kubeflow', {'data_path': '/elsewhere/data'}, 'data_path'),
+    ('kubeflow', {'volume_claim': ''}, 'data_path'),
+    ('vertex', {'pipeline_root': 'gs://b/r', 'data_path': 'gs://b/d'},
+     'serving_base'),
+    # A sibling of the mount path is not under it.
+    ('kubeflow', {'serving_base': '/mnt/tfx-e2e-other/serving'},
+     'serving_base'),
+])
+def test_storage_the_pods_cannot_use_is_refused(target, settings, refused):
+  config = PipelineConfig()
+  config = dataclasses.replace(config, kubeflow=dataclasses.replace(
+      config.kubeflow, **settings))
+  with pytest.raises(ConfigError, match=f'kubeflow.{refused} '):
+    kubeflow.check_storage(config, target)
+
+
+@pytest.mark.parametrize('target, settings', [
+    ('kubeflow', {}),
+    ('kubeflow', {'pipeline_root': 's3://bucket/root'}),
+    ('kubeflow', {'pipeline_root': 'gs://b/r', 'data_path': 'gs://b/d',
+                  'serving_base': 'gs://b/s', 'volume_claim': ''}),
+    ('vertex', {'pipeline_root': 'gs://b/r', 'data_path': 'gs://b/d',
+                'serving_base': 'gs://b/s'}),
+])
+def test_storage_the_pods_can_use_is_taken(target, settings):
+  config = PipelineConfig()
+  kubeflow.check_storage(dataclasses.replace(config, kubeflow=dataclasses
+                                             .replace(config.kubeflow,
+                                                      **settings)), target)
+
+
+def test_a_curated_schema_travels_in_the_spec(tmp_path):
+  """The schema's text, not the path on the compiling machine."""
+  taxi_schema = tmp_path / 'curated' / 'schema.pbtxt'
+  taxi_schema.parent.mkdir()
+  taxi_schema.write_text('feature { name: "fare" type: FLOAT }\n'
+                         'feature { name: "company" type: BYTES }\n')
+  out = tmp_path / 'p.yaml'
+  result = run_cli(['compile', '--target', 'kubeflow', '--output', str(out),
+                    '--set', f'data.schema={taxi_schema}'])
+  assert result.exit_code == 0, result.stderr
+  spec = _documents(out)[0]
+  assert str(taxi_schema) not in out.read_text()
+  (text,) = [parameter['runtimeValue']['constant']
+             for parameter in spec['root']['dag']['tasks']['SchemaGen'][
+                 'inputs']['parameters'].values()]
+  assert text_format.Parse(text, schema_pb2.Schema()) == text_format.Parse(
+      taxi_schema.read_text(), schema_pb2.Schema())
 
 
 def test_wrong_file_suffix_is_refused(tmp_path):
@@ -279,5 +391,6 @@ def test_submit_uploads_and_starts_a_run(compiled):
   assert run['runtime_config']['pipeline_root'] == 'gs://bucket/root'
   # The compiled pipeline travels in the run request.
   assert run['pipeline_spec']['pipelineInfo']['name'] == 'taxi-fare'
+  assert run['pipeline_spec']['defaultPipelineRoot'] == 'gs://bucket/root'
   assert set(run['pipeline_spec']['root']['dag']['tasks']) >= {
       'CsvExampleGen', 'Trainer', 'Pusher'}

@@ -16,37 +16,31 @@ from google.protobuf import wrappers_pb2
 import tensorflow_model_analysis as tfma
 # Each class from its module, not `from tfx import v1`: that also imports
 # every TFX extension (Google Cloud clients, KFP), ~2.4 s a run.
-from tfx.components.evaluator.component import Evaluator
 from tfx.components.example_gen.component import FileBasedExampleGen
-from tfx.components.example_gen.csv_example_gen import (
-    executor as csv_executor)
-from tfx.components.example_validator.component import ExampleValidator
 from tfx.components.pusher.component import Pusher
 from tfx.components.schema_gen.component import SchemaGen
-from tfx.components.schema_gen.import_schema_gen.component import (
-    ImportSchemaGen)
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
 from tfx.dsl.components.base import executor_spec
-from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.components.base.base_beam_component import BaseBeamComponent
 from tfx.dsl.experimental.conditionals.conditional import Cond
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
-    LatestBlessedModelStrategy)
-from tfx.dsl.placeholder import placeholder as ph
 from tfx.orchestration.metadata import sqlite_metadata_connection_config
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import example_gen_pb2
 from tfx.proto import pusher_pb2
 from tfx.proto import trainer_pb2
-from tfx.types import standard_artifacts
-from tfx.types.channel import Channel
 
+from tfx_e2e.components import curated_schema
+from tfx_e2e.components import data_gate
 from tfx_e2e.components import executors
 from tfx_e2e.components import features
 from tfx_e2e.components import metrics
 from tfx_e2e.components import preprocessing
+from tfx_e2e.components import screened_example_gen
+from tfx_e2e.components import served_baseline
 from tfx_e2e.components.executors import atomic_pusher
+from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline.config import PipelineConfig
 
 PREPROCESSING_FN = 'tfx_e2e.components.preprocessing.preprocessing_fn'
@@ -58,9 +52,15 @@ SCHEMA_GEN = 'SchemaGen'
 EXAMPLE_VALIDATOR = 'ExampleValidator'
 TRANSFORM = 'Transform'
 TRAINER = 'Trainer'
-RESOLVER = 'latest_blessed_model_resolver'
+BASELINE = 'ServedBaseline'
 EVALUATOR = 'Evaluator'
 PUSHER = 'Pusher'
+# Each component's pod size on Kubeflow (a field of config.PodSizes).
+POD_SIZES = {EXAMPLE_GEN: 'csv_example_gen',
+             STATISTICS_GEN: 'statistics_gen', SCHEMA_GEN: 'schema_gen',
+             EXAMPLE_VALIDATOR: 'example_validator', TRANSFORM: 'transform',
+             TRAINER: 'trainer', BASELINE: 'served_baseline',
+             EVALUATOR: 'evaluator', PUSHER: 'pusher'}
 
 # Where a component's properties hold the digest of its code: a key of
 # Transform's and Trainer's custom_config, an argument of every metric.
@@ -100,17 +100,22 @@ class Implementation(NamedTuple):
 
 
 def _stock_csv_example_gen(**kwargs) -> FileBasedExampleGen:
-  """TFX's CsvExampleGen executor in FileBasedExampleGen: the same component
-  as TFX's CsvExampleGen, in the form that also takes a custom_config (where
-  the input's digest goes)."""
+  """TFX's CsvExampleGen executor (screened: components/
+  screened_example_gen.py) in FileBasedExampleGen: the same component as
+  TFX's CsvExampleGen, in the form that also takes a custom_config (the
+  screening's settings)."""
   return FileBasedExampleGen(
       custom_executor_spec=executor_spec.BeamExecutorSpec(
-          csv_executor.Executor), **kwargs).with_id(EXAMPLE_GEN)
+          screened_example_gen.Executor), **kwargs).with_id(EXAMPLE_GEN)
 
 
+# What both implementations run beyond TFX's own code.
+_SCREENING_CODE = (screened_example_gen.__name__, input_check.__name__,
+                   input_check.csv_rules.__name__)
 STOCK = Implementation(_stock_csv_example_gen, StatisticsGen, Transform,
-                       Evaluator,
-                       extractors=None, example_gen_code=(), examples_code=())
+                       served_baseline.Evaluator,
+                       extractors=None, example_gen_code=_SCREENING_CODE,
+                       examples_code=())
 
 
 def implementation(config: PipelineConfig) -> Implementation:
@@ -127,7 +132,7 @@ def implementation(config: PipelineConfig) -> Implementation:
       examples_io.Transform, examples_io.Evaluator,
       extractors=extractors.__name__,
       example_gen_code=(csv_example_gen.__name__, examples_io.__name__,
-                        csv_example_gen.csv_rules.__name__),
+                        *_SCREENING_CODE),
       examples_code=(examples_io.__name__,))
 
 
@@ -145,11 +150,13 @@ def placement(config: PipelineConfig, target: str = 'local') -> Placement:
   ('local') or on a cluster ('kubeflow', from the `kubeflow` section)."""
   if target == 'kubeflow':
     kubeflow = config.kubeflow
+    # Beam options go to the Beam-based components only, each sized by its
+    # pod (`pod_beam_args`).
     return Placement(
         data_path=kubeflow.data_path, pipeline_root=kubeflow.pipeline_root,
         serving_model_dir=f'{kubeflow.serving_base.rstrip("/")}/'
         f'{config.model_name}',
-        beam_args=config.beam_args(kubeflow.beam_profile), metadata=None)
+        beam_args=[], metadata=None)
   return Placement(
       data_path=config.data.path, pipeline_root=config.pipeline_root,
       serving_model_dir=config.serving_model_dir,
@@ -157,13 +164,25 @@ def placement(config: PipelineConfig, target: str = 'local') -> Placement:
       metadata=sqlite_metadata_connection_config(config.metadata_path))
 
 
-def csv_input(data_path: str):
+def pod_beam_args(config: PipelineConfig, component_id: str) -> List[str]:
+  """The Beam options of a component on Kubeflow: the profile's, with the
+  multi-process DirectRunner's workers as many as its pod's cores (its
+  default, 0, means the node's cores, which the pod's limit does not have)."""
+  size = getattr(config.kubeflow.pods, POD_SIZES[component_id])
+  workers = max(1, int(size.cpu))
+  return [f'--direct_num_workers={workers}'
+          if arg.startswith('--direct_num_workers=') else arg
+          for arg in config.beam_args(config.kubeflow.beam_profile)]
+
+
+def csv_input(data_path: str, on_this_machine: bool = True):
   """CsvExampleGen's input_base and split pattern for a file or directory.
 
-  A remote path (gs://, s3://) is a directory unless it ends in .csv.
+  A remote path (gs://), or one on a cluster (`on_this_machine` False), is
+  a directory unless it ends in .csv.
   """
-  remote = '://' in data_path
-  is_dir = (not data_path.endswith('.csv')) if remote else Path(
+  elsewhere = '://' in data_path or not on_this_machine
+  is_dir = (not data_path.endswith('.csv')) if elsewhere else Path(
       data_path).is_dir()
   if is_dir:
     return data_path.rstrip('/'), '*.csv'
@@ -177,7 +196,7 @@ class Gate(NamedTuple):
   metric: type  # its metric class, in components/metrics.py
   # The threshold's field: GenericValueThreshold's upper_bound or
   # lower_bound, or GenericChangeThreshold's absolute or relative (RMSE's
-  # change to the last blessed model's, lower is better; relative is that
+  # change to the served model's, lower is better; relative is that
   # change over the baseline's RMSE).
   bound: str
 
@@ -253,7 +272,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 def _model_components(config: PipelineConfig, where: Placement,
                       steps: Implementation, example_gen, schema_gen) -> List:
-  """Transform, Trainer, Resolver, Evaluator and Pusher."""
+  """Transform, Trainer, ServedBaseline, Evaluator and Pusher."""
   custom_config = features.make_custom_config(
       label=config.data.label,
       exclude_features=config.data.exclude_features,
@@ -289,15 +308,15 @@ def _model_components(config: PipelineConfig, where: Placement,
                          learning_rate=config.training.learning_rate,
                          **{CODE_DIGEST: _code_digest(_module(RUN_FN),
                                                       features.__name__)}))
-  model_resolver = Resolver(
-      strategy_class=LatestBlessedModelStrategy,
-      model=Channel(type=standard_artifacts.Model),
-      model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-  ).with_id(RESOLVER)
+  # The baseline is the model the push destination serves now (see
+  # components/served_baseline.py), here and on every orchestrator.
+  baseline = served_baseline.ServedBaseline(
+      model=trainer.outputs['model'],
+      serving_model_dir=where.serving_model_dir).with_id(BASELINE)
   evaluator = steps.evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
-      baseline_model=model_resolver.outputs['model'],
+      baseline_model=baseline.outputs[served_baseline.BASELINE],
       eval_config=eval_config(config),
       module_path=steps.extractors)  # its custom_extractors
   pusher = Pusher(
@@ -308,7 +327,7 @@ def _model_components(config: PipelineConfig, where: Placement,
               base_directory=where.serving_model_dir)),
       custom_executor_spec=executor_spec.ExecutorClassSpec(
           atomic_pusher.Executor))
-  return [transform, trainer, model_resolver, evaluator, pusher]
+  return [transform, trainer, baseline, evaluator, pusher]
 
 
 def create_pipeline(config: PipelineConfig, target: str = 'local',
@@ -327,16 +346,18 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
   """
   where = placement(config, target)
   steps = implementation(config)
-  input_base, pattern = csv_input(where.data_path)
-  # The digest of its executor's code (and of the columns files' format),
-  # and of the input, in the only free-form property.
-  example_gen_code = example_gen_pb2.CustomConfig()
-  example_gen_code.custom_config.Pack(wrappers_pb2.StringValue(
-      value=_code_digest(*steps.example_gen_code) +
-      (f' input {input_digest}' if input_digest else '')))
+  input_base, pattern = csv_input(where.data_path,
+                                  on_this_machine=target == 'local')
+  # In the only free-form property: what its executor screens the input by
+  # (input_check.screen), the digest of its code, and of an input that the
+  # data gate has checked already.
+  example_gen_settings = example_gen_pb2.CustomConfig()
+  example_gen_settings.custom_config.Pack(wrappers_pb2.StringValue(
+      value=input_check.example_gen_settings(
+          config, _code_digest(*steps.example_gen_code), input_digest)))
   example_gen = steps.example_gen(
       input_base=input_base,
-      custom_config=example_gen_code,
+      custom_config=example_gen_settings,
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='data', pattern=pattern)]),
       output_config=example_gen_pb2.Output(
@@ -349,15 +370,17 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
   statistics_gen = steps.statistics_gen(
       examples=example_gen.outputs['examples'])
   if config.data.schema:
-    schema_gen = ImportSchemaGen(
-        schema_file=config.data.schema).with_id(SCHEMA_GEN)
+    # Its text, not its path: the pipeline brings it to any orchestrator.
+    schema_gen = curated_schema.CuratedSchema(
+        curated_schema.read_schema_text(config.data.schema)).with_id(
+            SCHEMA_GEN)
   else:
     # Shapes are not inferred: every column may be missing at serving time,
     # so all are parsed as variable-length and imputed by the transform.
     schema_gen = SchemaGen(
         statistics=statistics_gen.outputs['statistics'],
         infer_feature_shape=False)
-  example_validator = ExampleValidator(
+  example_validator = data_gate.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
@@ -366,14 +389,17 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
     components += _model_components(config, where, steps, example_gen,
                                       schema_gen)
   else:
-    # The data gate: nothing downstream runs unless both splits validate.
-    # (Components join a Cond by being created inside it.)
-    blessed = example_validator.outputs['anomalies'].future()[0] \
-        .custom_property('blessed')
-    with Cond(ph.logical_and(blessed['train'] == 1,
-                                     blessed['eval'] == 1)):
+    # The data gate: nothing downstream runs unless every split validates,
+    # a condition on one integer (components/data_gate.py). Components join
+    # a Cond by being created inside it.
+    with Cond(example_validator.outputs['anomalies'].future()[0]
+              .custom_property(data_gate.DATA_OK) == 1):
       components += _model_components(config, where, steps, example_gen,
                                       schema_gen)
+  if target == 'kubeflow':
+    for component in components:
+      if isinstance(component, BaseBeamComponent):
+        component.with_beam_pipeline_args(pod_beam_args(config, component.id))
 
   return Pipeline(
       pipeline_name=config.pipeline_name,

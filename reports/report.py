@@ -84,7 +84,7 @@ def _evaluation(results: results_lib.RunResults,
     parts.append(_note('No baseline: there was no blessed model before this '
                        'one, so the change thresholds were not checked.'))
   else:
-    parts += ['<h3>Candidate vs baseline (the last blessed model)</h3>',
+    parts += ['<h3>Candidate vs baseline (the model served now)</h3>',
               _table(comparison)]
   return parts
 

@@ -68,7 +68,7 @@ class ThresholdCheck:
   the validation result)."""
   metric: str  # TFMA metric name, e.g. 'root_mean_squared_error'
   # upper_bound or lower_bound (on the value), absolute or relative (on the
-  # change to the last blessed model's value): pipeline.Gate.bound.
+  # change to the served model's value): pipeline.Gate.bound.
   bound: str
   threshold: float  # the bound applied
   # What was compared with it: the candidate's value; for a change, its
@@ -93,7 +93,7 @@ class ThresholdCheck:
   @property
   def verdict(self) -> str:
     return {True: 'pass', False: 'FAIL',
-            None: 'not checked (no blessed baseline yet)'}[self.passed]
+            None: 'not checked (no model served yet)'}[self.passed]
 
   @property
   def remedy(self) -> str:
@@ -335,7 +335,7 @@ def load_run_results(config: PipelineConfig) -> RunResults:
   node_order = [pipeline_def.EXAMPLE_GEN, pipeline_def.STATISTICS_GEN,
                 pipeline_def.SCHEMA_GEN, pipeline_def.EXAMPLE_VALIDATOR,
                 pipeline_def.TRANSFORM, pipeline_def.TRAINER,
-                pipeline_def.RESOLVER, pipeline_def.EVALUATOR,
+                pipeline_def.BASELINE, pipeline_def.EVALUATOR,
                 pipeline_def.PUSHER]
   components = [by_node.get(node, ComponentRun(node, 'skipped'))
                 for node in node_order]

@@ -96,7 +96,7 @@ def format_summary(outcome: RunOutcome, log_path: Optional[str] = None) -> str:
     baseline_rmse = results.baseline_metrics.get(
         results_lib.OVERALL, {}).get(results_lib.RMSE)
     if baseline_rmse is not None:
-      lines.append(f'  baseline (last blessed model) overall RMSE: '
+      lines.append(f'  baseline (the served model) overall RMSE: '
                    f'{_number(baseline_rmse)}')
 
   lines.append('')

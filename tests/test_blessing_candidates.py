@@ -156,7 +156,7 @@ def _expected_gate_lines(run):
     name = DISPLAY[class_name]
     assert bound == 'absolute', 'only a change gate waits for a baseline'
     lines.append(f'  {name} - baseline {name} <= {threshold:g} (change): not '
-                 'checked (no blessed baseline yet) [evaluation.'
+                 'checked (no model served yet) [evaluation.'
                  f'{_setting(class_name, bound)}]')
   return lines
 

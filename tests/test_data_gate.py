@@ -15,7 +15,7 @@ from tests.conftest import PENGUINS_CSV, run_cli
 
 pytestmark = pytest.mark.e2e  # runs the pipeline or a server
 
-GATED = (pipeline_def.TRANSFORM, pipeline_def.TRAINER, pipeline_def.RESOLVER,
+GATED = (pipeline_def.TRANSFORM, pipeline_def.TRAINER, pipeline_def.BASELINE,
          pipeline_def.EVALUATOR, pipeline_def.PUSHER)
 
 

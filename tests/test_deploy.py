@@ -4,6 +4,7 @@ pipeline image installs what CI installs. (No cluster and no Docker engine
 here: these are the checks that need neither.)"""
 
 import ast
+import dataclasses
 import re
 
 from google.protobuf import text_format
@@ -89,11 +90,43 @@ def test_model_configs_serve_the_pushers_destination():
   assert local.base_path == f'/models/{config.model_name}'  # <serving>/<name>
   remote = _model_config(SERVING / 'overlays' / 'object-store' /
                          'models.config')
-  assert remote.base_path == placement(config, 'kubeflow').serving_model_dir
+  assert remote.base_path == placement(dataclasses.replace(
+      config, kubeflow=dataclasses.replace(
+          config.kubeflow, serving_base='gs://YOUR_BUCKET/tfx-e2e/serving')),
+                                       'kubeflow').serving_model_dir
   compose = yaml.safe_load((SERVING / 'docker-compose.yaml').read_text())
   service = compose['services']['tensorflow-serving']
   # ./output/serving (the Pusher's base) is mounted where base_path points.
   assert '../../output/serving:/models:ro' in service['volumes']
+
+
+def test_the_volume_overlay_reads_where_the_compiled_pipeline_pushes(
+    tmp_path):
+  """The claim, its mount path and the model's folder of the volume overlay
+  are the compiled spec's (kubeflow.volume_claim, volume_mount_path,
+  serving_base)."""
+  from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+  config = PipelineConfig()
+  overlay = SERVING / 'overlays' / 'local-volume'
+  (claim,) = yaml.safe_load_all((overlay / 'pvc.yaml').read_text())
+  (patch,) = yaml.safe_load_all((overlay / 'mount-models.yaml').read_text())
+  pod = patch['spec']['template']['spec']
+  (volume,) = pod['volumes']
+  (mount,) = pod['containers'][0]['volumeMounts']
+  spec_file = kubeflow.compile_pipeline(config, 'kubeflow',
+                                        str(tmp_path / 'p.yaml'))
+  _, platform = yaml.safe_load_all(spec_file.read_text())
+  pvc_mounts = [m for executor in platform['platforms']['kubernetes'][
+      'deploymentSpec']['executors'].values() for m in executor['pvcMount']]
+  assert {(m['constant'], m['mountPath']) for m in pvc_mounts} == {
+      (claim['metadata']['name'], mount['mountPath'])}
+  assert volume['persistentVolumeClaim']['claimName'] == \
+      config.kubeflow.volume_claim == claim['metadata']['name']
+  assert mount['name'] == volume['name']
+  assert mount['mountPath'] == config.kubeflow.volume_mount_path
+  assert _model_config(overlay / 'models.config').base_path == placement(
+      config, 'kubeflow').serving_model_dir
+  assert 'ReadWriteMany' in claim['spec']['accessModes']
 
 
 def test_probes_ask_for_a_serving_version_and_a_listening_port():

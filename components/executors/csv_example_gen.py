@@ -69,6 +69,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
+from tfx_e2e.components import screened_example_gen
 from tfx_e2e.components.executors import examples_io
 from tfx_e2e.formats import csv_rules
 # The type rule (TFX's: int, else float, else text), shared with the gate.
@@ -467,6 +468,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """TFX's ExampleGen `Do`, without its reshuffle of every split before
     writing, and writing each range's examples itself (see the module
     docstring)."""
+    exec_properties = screened_example_gen.screened(exec_properties,
+                                                   self._get_tmp_dir())
     self._log_startup(input_dict, output_dict, exec_properties)
     payload_format = exec_properties.get(
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY,

@@ -50,6 +50,8 @@ from tfx_bsl.tfxio import dataset_util
 from tfx_bsl.tfxio import record_based_tfxio
 from tfx_bsl.tfxio import tf_example_record
 
+from tfx_e2e.components import served_baseline
+
 _log = logging.getLogger(__name__)
 
 # Records per RecordBatch when the caller does not ask for a size (none of
@@ -268,7 +270,8 @@ class StatisticsGenExecutor(_FileBatchedDo, statistics_gen_executor.Executor):
   pass
 
 
-class EvaluatorExecutor(_FileBatchedDo, evaluator_executor.Executor):
+class EvaluatorExecutor(_FileBatchedDo, served_baseline.BaselineOrNone,
+                        evaluator_executor.Executor):
   pass
 
 
