@@ -85,6 +85,16 @@ def _size_pods(spec, config: PipelineConfig) -> None:
             'memoryRequest': gigabytes, 'memoryLimit': gigabytes})
 
 
+def _uncached(spec) -> None:
+  """No cache for the tasks whose result depends on more than their inputs
+  (pipeline.UNCACHED), as in the local runs."""
+  from tfx_e2e.pipeline import pipeline as pipeline_def  # pylint: disable=import-outside-toplevel
+  for component_id in pipeline_def.UNCACHED:
+    task = spec.root.dag.tasks.get(component_id)
+    if task is not None:
+      task.caching_options.enable_cache = False
+
+
 def _volume_mounts(spec, config: PipelineConfig):
   """The Kubernetes platform config (as kfp-kubernetes writes it) that
   mounts the claim in the pods opening the data or the served models, or
@@ -166,6 +176,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
     spec = json_format.ParseDict(job['pipelineSpec'],
                                  pipeline_spec_pb2.PipelineSpec())
     _size_pods(spec, config)
+    _uncached(spec)
     job['pipelineSpec'] = json_format.MessageToDict(spec)
     path.write_text(json.dumps(job, indent=2, sort_keys=True))
     return path
@@ -173,6 +184,7 @@ def compile_pipeline(config: PipelineConfig, target: str,
                                pipeline_spec_pb2.PipelineSpec())
   spec.default_pipeline_root = config.kubeflow.pipeline_root
   _size_pods(spec, config)
+  _uncached(spec)
   documents = [json_format.MessageToDict(spec)]
   platform = _volume_mounts(spec, config)
   if platform is not None:

@@ -177,6 +177,16 @@ def _input_artifacts(tree):
   return [key for part in tree[1:] for key in _input_artifacts(part)]
 
 
+def test_only_the_served_baseline_is_never_cached(compiled):
+  """Its result depends on what is served, not on its inputs alone."""
+  spec, job, _ = compiled
+  for tasks in (spec['root']['dag']['tasks'],
+                job['pipelineSpec']['root']['dag']['tasks']):
+    assert {task: body['cachingOptions'].get('enableCache', False)
+            for task, body in tasks.items()} == {
+                task: task != pipeline_def.BASELINE for task in tasks}
+
+
 def test_data_gate_condition_is_one_integer(compiled):
   spec, _, _ = compiled
   tasks = spec['root']['dag']['tasks']

@@ -22,6 +22,7 @@ from tfx.components.schema_gen.component import SchemaGen
 from tfx.components.statistics_gen.component import StatisticsGen
 from tfx.components.trainer.component import Trainer
 from tfx.components.transform.component import Transform
+from tfx.dsl.compiler import compiler
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.base.base_beam_component import BaseBeamComponent
 from tfx.dsl.experimental.conditionals.conditional import Cond
@@ -55,6 +56,10 @@ TRAINER = 'Trainer'
 BASELINE = 'ServedBaseline'
 EVALUATOR = 'Evaluator'
 PUSHER = 'Pusher'
+# Components whose result depends on more than their inputs: what the push
+# destination serves now. Never taken from the cache, on any orchestrator
+# (`compile_ir`; kubeflow.py turns their task's cache off).
+UNCACHED = (BASELINE,)
 # Each component's pod size on Kubeflow (a field of config.PodSizes).
 POD_SIZES = {EXAMPLE_GEN: 'csv_example_gen',
              STATISTICS_GEN: 'statistics_gen', SCHEMA_GEN: 'schema_gen',
@@ -408,3 +413,14 @@ def create_pipeline(config: PipelineConfig, target: str = 'local',
       components=components,
       enable_cache=config.enable_cache,
       beam_pipeline_args=where.beam_args)
+
+
+def compile_ir(tfx_pipeline: Pipeline):
+  """The pipeline's IR for TFX's local and Beam runners (`run_with_ir`),
+  with the cache off for the UNCACHED components: TFX's compiler sets one
+  cache setting for every node."""
+  ir = compiler.Compiler().compile(tfx_pipeline)
+  for node in ir.nodes:
+    if node.pipeline_node.node_info.id in UNCACHED:
+      node.pipeline_node.execution_options.caching_options.enable_cache = False
+  return ir

@@ -26,6 +26,10 @@ def _properties():
     ('tfx_e2e.components.executors.csv_example_gen',
      {pipeline_def.EXAMPLE_GEN}),
     ('tfx_e2e.formats.csv_rules', {pipeline_def.EXAMPLE_GEN}),
+    # The data gate, which screens the input inside CsvExampleGen when
+    # nothing screened it before (Kubeflow).
+    ('tfx_e2e.pipeline.input_check', {pipeline_def.EXAMPLE_GEN}),
+    ('tfx_e2e.components.screened_example_gen', {pipeline_def.EXAMPLE_GEN}),
     ('tfx_e2e.components.preprocessing', {pipeline_def.TRANSFORM}),
     ('tfx_e2e.components.executors.examples_io',
      {pipeline_def.EXAMPLE_GEN, pipeline_def.TRANSFORM}),
@@ -47,3 +51,15 @@ def test_an_edit_to_module_code_changes_its_components_cache_keys(
   monkeypatch.setitem(sys.modules, module, edited_module)
   after = _properties()
   assert {node for node in before if before[node] != after[node]} == components
+
+
+def test_the_served_baseline_is_never_taken_from_the_cache():
+  """Its result depends on what the push destination serves, which is not
+  among its inputs; every other component keeps the pipeline's cache."""
+  ir = pipeline_def.compile_ir(pipeline_def.create_pipeline(load_config()))
+  assert {node.pipeline_node.node_info.id:
+          node.pipeline_node.execution_options.caching_options.enable_cache
+          for node in ir.nodes} == {
+              node.pipeline_node.node_info.id:
+              node.pipeline_node.node_info.id != pipeline_def.BASELINE
+              for node in ir.nodes}

@@ -200,7 +200,7 @@ def _run(config: PipelineConfig, report: input_check.InputReport,
          progress: Callable[..., None]) -> RunOutcome:
   # Imported here: they load TensorFlow, which `--help` and bad input need not.
   from tfx_e2e.reports import results as results_lib
-  from tfx_e2e.pipeline.pipeline import create_pipeline
+  from tfx_e2e.pipeline.pipeline import compile_ir, create_pipeline
 
   profile = config.beam_profile(report.rows)
   tfx_pipeline = create_pipeline(dataclasses.replace(
@@ -208,7 +208,7 @@ def _run(config: PipelineConfig, report: input_check.InputReport,
                                  input_digest=report.key)
   with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
     try:
-      _dag_runner(config.orchestrator).run(tfx_pipeline)
+      _dag_runner(config.orchestrator).run_with_ir(compile_ir(tfx_pipeline))
     except Exception as e:  # pylint: disable=broad-except
       failed = watcher.current or 'the pipeline'
       first_line = (str(e).strip().splitlines() or [''])[0][:300]
