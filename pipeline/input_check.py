@@ -709,11 +709,15 @@ CODE = 'code'
 def example_gen_settings(config: PipelineConfig, code_digest: str,
                          input_digest: str = '') -> str:
   """CsvExampleGen's custom_config: what its executor screens by (see
-  `screen`). `input_digest` is set when the input was checked already."""
+  `screen`), or, with `input_digest`, that this gate checked the input
+  already (then the data settings stay out of its cache key)."""
+  if input_digest:
+    return json.dumps({CODE: code_digest, SCREENED_INPUT: input_digest},
+                      sort_keys=True)
   data = dataclasses.asdict(config.data)
   data.update(path='', schema=None)  # where the executor reads it
-  return json.dumps({CODE: code_digest, SCREENED_INPUT: input_digest,
-                     DATA_SETTINGS: data}, sort_keys=True)
+  return json.dumps({CODE: code_digest, DATA_SETTINGS: data},
+                    sort_keys=True)
 
 
 def _local_input(input_base: str, pattern: str, work_dir: Path) -> Path:
