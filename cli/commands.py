@@ -363,9 +363,15 @@ def _compile(args: argparse.Namespace) -> int:
   from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
   config = load_config(args)
   path = kubeflow.compile_pipeline(config, args.target, args.pipeline_file)
-  print(f'Wrote the {args.target} pipeline {config.pipeline_name} to {path} '
-        f'(image {config.kubeflow.image}, pipeline root '
-        f'{config.kubeflow.pipeline_root})')
+  kubeflow_config = config.kubeflow
+  volume = (f'; the claim {kubeflow_config.volume_claim} mounted at '
+            f'{kubeflow_config.volume_mount_path}'
+            if kubeflow.volume_mounted(config, args.target) else '')
+  print(f'Wrote the {args.target} pipeline {config.pipeline_name} to {path}\n'
+        f'  image {kubeflow_config.image}, pipeline root '
+        f'{kubeflow_config.pipeline_root}\n'
+        f'  data {kubeflow_config.data_path}, models pushed to '
+        f'{kubeflow_config.serving_base}/{config.model_name}{volume}')
   return 0
 
 

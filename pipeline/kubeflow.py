@@ -95,6 +95,16 @@ def _uncached(spec) -> None:
       task.caching_options.enable_cache = False
 
 
+def volume_mounted(config: PipelineConfig, target: str) -> bool:
+  """Whether the compiled pipeline mounts the claim: on open-source KFP,
+  with a claim, when the data or the served models are under its mount."""
+  kubeflow = config.kubeflow
+  mount = kubeflow.volume_mount_path.rstrip('/')
+  return bool(target == 'kubeflow' and kubeflow.volume_claim and any(
+      path.startswith(mount + '/')
+      for path in (kubeflow.data_path, kubeflow.serving_base)))
+
+
 def _volume_mounts(spec, config: PipelineConfig):
   """The Kubernetes platform config (as kfp-kubernetes writes it) that
   mounts the claim in the pods opening the data or the served models, or
@@ -105,12 +115,10 @@ def _volume_mounts(spec, config: PipelineConfig):
   from kfp.pipeline_spec import pipeline_spec_pb2
   from tfx_e2e.pipeline import pipeline as pipeline_def
   # pylint: enable=import-outside-toplevel
+  if not volume_mounted(config, 'kubeflow'):
+    return None
   kubeflow = config.kubeflow
   mount = kubeflow.volume_mount_path.rstrip('/')
-  if not kubeflow.volume_claim or not any(
-      path.startswith(mount + '/')
-      for path in (kubeflow.data_path, kubeflow.serving_base)):
-    return None
   platform = pipeline_spec_pb2.PlatformSpec()
   executors = platform.platforms['kubernetes'].deployment_spec.executors
   mounted = json_format.MessageToDict(k8s.KubernetesExecutorConfig(

@@ -338,6 +338,17 @@ def test_a_curated_schema_travels_in_the_spec(tmp_path):
       taxi_schema.read_text(), schema_pb2.Schema())
 
 
+def test_compile_refuses_storage_the_pods_cannot_use(tmp_path):
+  out = tmp_path / 'p.yaml'
+  result = run_cli(['compile', '--target', 'kubeflow', '--output', str(out),
+                    '--set', 'kubeflow.pipeline_root=/data/root'])
+  assert result.exit_code == 2
+  assert 'kubeflow.pipeline_root' in result.stderr
+  assert 'gs://, minio://, s3://' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not out.exists()
+
+
 def test_wrong_file_suffix_is_refused(tmp_path):
   result = run_cli(['compile', '--target', 'kubeflow', '--output',
                     str(tmp_path / 'p.json')])
