@@ -10,7 +10,7 @@ so in the custom_config; it is not read twice.
 """
 
 import os
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 from google.protobuf import wrappers_pb2
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
@@ -34,10 +34,11 @@ def _custom_config_text(exec_properties: Dict[str, Any]) -> str:
   return text.value
 
 
-def screened(exec_properties: Dict[str, Any], work_dir: str
+def screened(exec_properties: Dict[str, Any], work_dir: Callable[[], str]
              ) -> Dict[str, Any]:
   """`exec_properties` with the input screened (input_check.screen) and,
-  if the gate wrote a normalized copy, pointing at it."""
+  if the gate wrote a normalized copy, pointing at it (under `work_dir()`,
+  asked for only then: an executor without a context has none)."""
   input_config = example_gen_pb2.Input()
   proto_utils.json_to_proto(
       exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
@@ -46,9 +47,11 @@ def screened(exec_properties: Dict[str, Any], work_dir: str
     return exec_properties
   input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
   pattern = input_config.splits[0].pattern
+  settings = _custom_config_text(exec_properties)
+  if not input_check.needs_screening(settings):
+    return exec_properties
   new_base, new_pattern = input_check.screen(
-      _custom_config_text(exec_properties), input_base, pattern,
-      os.path.join(work_dir, 'input'))
+      settings, input_base, pattern, os.path.join(work_dir(), 'input'))
   if (new_base, new_pattern) == (input_base, pattern):
     return exec_properties
   input_config.splits[0].pattern = new_pattern
@@ -63,5 +66,5 @@ class Executor(csv_executor.Executor):
 
   def Do(self, input_dict, output_dict, exec_properties):
     super().Do(input_dict, output_dict,
-               screened(exec_properties, self._get_tmp_dir()))
+               screened(exec_properties, self._get_tmp_dir))
 

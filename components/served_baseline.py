@@ -22,6 +22,7 @@ candidate it was found for.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Dict, List, Optional
 
 from absl import logging
@@ -43,6 +44,8 @@ CANDIDATE = 'model'
 BASELINE = 'baseline_model'
 # Custom property of the output: the version copied, 0 when none is served.
 SERVED_VERSION = 'served_version'
+# A version folder's name, as TF Serving reads one (ASCII digits only).
+_VERSION = re.compile(r'[0-9]+')
 
 
 def served_version(serving_model_dir: str) -> Optional[str]:
@@ -54,7 +57,7 @@ def served_version(serving_model_dir: str) -> Optional[str]:
   for name in tf.io.gfile.listdir(serving_model_dir):
     name = name.rstrip('/')
     # A version being written is under another name (atomic_pusher).
-    if name.isdigit() and tf.io.gfile.exists(
+    if _VERSION.fullmatch(name) and tf.io.gfile.exists(
         os.path.join(serving_model_dir, name, 'saved_model.pb')):
       versions.append(name)
   return max(versions, key=int) if versions else None

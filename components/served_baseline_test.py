@@ -191,11 +191,6 @@ def test_the_component_wires_candidate_in_baseline_out(tmp_path):
   assert issubclass(sb.EvaluatorExecutor, sb.BaselineOrNone)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    'served_version takes str.isdigit() names: a Unicode digit name such as '
-    '"²" passes it and int() raises ValueError (the Executor crashes), and '
-    '"٣" is counted as version 3, which TF Serving (ASCII version numbers) '
-    'does not load'))
 def test_only_ascii_digit_names_are_versions(tmp_path, saved_model):
   _version(tmp_path, '5', saved_model)
   _version(tmp_path, '²', saved_model)

@@ -740,6 +740,18 @@ def _local_input(input_base: str, pattern: str, work_dir: Path) -> Path:
   return local if pattern == '*.csv' else local / pattern
 
 
+def needs_screening(custom_config: str) -> bool:
+  """Whether CsvExampleGen's custom_config asks its executor to screen the
+  input: it carries data settings, and no earlier check screened it."""
+  try:
+    settings = json.loads(custom_config or '{}')
+  except ValueError:
+    return False
+  return (isinstance(settings, dict) and
+          isinstance(settings.get(DATA_SETTINGS), dict) and
+          not settings.get(SCREENED_INPUT))
+
+
 def screen(custom_config: str, input_base: str, pattern: str,
            work_dir: str) -> Tuple[str, str]:
   """The data gate inside CsvExampleGen's executor, for orchestrators that
@@ -756,13 +768,9 @@ def screen(custom_config: str, input_base: str, pattern: str,
   A `custom_config` without data settings (TFX's own, or an input that
   the local runner checked already) is not screened again.
   """
-  try:
-    settings = json.loads(custom_config or '{}')
-  except ValueError:
+  if not needs_screening(custom_config):
     return input_base, pattern
-  if (not isinstance(settings, dict) or DATA_SETTINGS not in settings or
-      settings.get(SCREENED_INPUT)):
-    return input_base, pattern
+  settings = json.loads(custom_config)
   data = _local_input(input_base, pattern, Path(work_dir))
   config = PipelineConfig(output_dir=work_dir)
   config = dataclasses.replace(config, data=dataclasses.replace(

@@ -39,7 +39,9 @@ def local_path(uri: str, root: str = '/') -> str:
   itself for a store TensorFlow opens (gs://, local paths)."""
   for scheme, folder in LOCAL_FOLDERS.items():
     if uri.startswith(scheme):
-      return os.path.join(root, folder, uri[len(scheme):])
+      # As KFP's launcher joins them: strings, so a key that starts with
+      # '/' stays under the root.
+      return os.path.join(root, f'{folder}/{uri[len(scheme):]}')
   return uri
 
 

@@ -80,10 +80,6 @@ def test_localize_is_one_to_one_and_undone_by_its_map(uris, root):
     assert uri in after
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    'local_path joins with os.path.join: a URI whose rest starts with "/" '
-    '(minio:///x, an empty bucket) maps to "/x", outside the root, where '
-    "KFP's LocalPathForURI concatenates (/minio//x)"))
 def test_an_empty_bucket_stays_under_the_root():
   assert local_path('minio:///etc/x', '/pod') == '/pod/minio//etc/x'
 

@@ -469,7 +469,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     writing, and writing each range's examples itself (see the module
     docstring)."""
     exec_properties = screened_example_gen.screened(exec_properties,
-                                                   self._get_tmp_dir())
+                                                   self._get_tmp_dir)
     self._log_startup(input_dict, output_dict, exec_properties)
     payload_format = exec_properties.get(
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY,
