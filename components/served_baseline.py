@@ -48,19 +48,38 @@ SERVED_VERSION = 'served_version'
 _VERSION = re.compile(r'[0-9]+')
 
 
-def served_version(serving_model_dir: str) -> Optional[str]:
-  """The version TF Serving serves from `serving_model_dir` (the highest
-  integer subdirectory holding a SavedModel), or None."""
+def versions(serving_model_dir: str) -> List[str]:
+  """The version folders under `serving_model_dir` holding a SavedModel,
+  newest first (highest integer, as TF Serving orders them)."""
   if not tf.io.gfile.isdir(serving_model_dir):
-    return None
-  versions = []
+    return []
+  found = []
   for name in tf.io.gfile.listdir(serving_model_dir):
     name = name.rstrip('/')
     # A version being written is under another name (atomic_pusher).
     if _VERSION.fullmatch(name) and tf.io.gfile.exists(
         os.path.join(serving_model_dir, name, 'saved_model.pb')):
-      versions.append(name)
-  return max(versions, key=int) if versions else None
+      found.append(name)
+  return sorted(found, key=int, reverse=True)
+
+
+def _loads(path: str) -> bool:
+  try:
+    tf.saved_model.load(path)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('Version %s does not load, so TF Serving does not serve '
+                    'it: %s', path, str(e).splitlines()[0] if str(e) else e)
+    return False
+  return True
+
+
+def served_version(serving_model_dir: str) -> Optional[str]:
+  """The version TF Serving serves from `serving_model_dir`: the newest
+  that loads, or None. A newer version that fails to load (copied in by
+  hand, half written) leaves TF Serving on the one it had, under its
+  default availability-preserving policy."""
+  return next((version for version in versions(serving_model_dir)
+               if _loads(os.path.join(serving_model_dir, version))), None)
 
 
 def _copy_tree(source: str, target: str) -> None:

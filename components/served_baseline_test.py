@@ -196,3 +196,18 @@ def test_only_ascii_digit_names_are_versions(tmp_path, saved_model):
   _version(tmp_path, '²', saved_model)
   _version(tmp_path, '٣', saved_model)
   assert served_baseline.served_version(str(tmp_path)) == '5'
+
+
+def test_a_version_that_does_not_load_is_not_the_served_one(tmp_path,
+                                                            saved_model):
+  """A newer folder with only saved_model.pb (a copy in progress, by hand):
+  TF Serving fails to load it and keeps serving the version it had, so
+  that one is the baseline, and the executor does not fail."""
+  _version(tmp_path, '7', saved_model)
+  broken = tmp_path / '8'
+  broken.mkdir()
+  shutil.copy(saved_model / 'saved_model.pb', broken / 'saved_model.pb')
+  assert served_baseline.versions(str(tmp_path)) == ['8', '7']
+  assert served_baseline.served_version(str(tmp_path)) == '7'
+  artifact = _run(tmp_path, tmp_path.parent / 'out')
+  assert _served_version_property(artifact) == 7

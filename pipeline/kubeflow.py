@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional
+import posixpath
+import re
+from typing import Any, Dict, Optional
 
 import yaml
 
@@ -37,29 +39,60 @@ def check_storage(config: PipelineConfig, target: str) -> None:
   """
   kubeflow = config.kubeflow
   roots = PIPELINE_ROOTS[target]
-  if not kubeflow.pipeline_root.startswith(roots):
+  if not (kubeflow.pipeline_root.startswith(roots) and
+          _BUCKET.fullmatch(kubeflow.pipeline_root)):
     raise ConfigError(
         f'kubeflow.pipeline_root {kubeflow.pipeline_root!r}: {target} takes '
         f'a root under {", ".join(roots)}' + (
             " (KFP's object store parses no local directory; the data and "
             'the served models may be on a volume)' if target == 'kubeflow'
             else ''))
-  mount = kubeflow.volume_mount_path.rstrip('/')
-  on_volume = bool(target == 'kubeflow' and kubeflow.volume_claim and mount)
+  on_volume = bool(target == 'kubeflow' and kubeflow.volume_claim)
+  if on_volume:
+    _check_volume(kubeflow.volume_claim, kubeflow.volume_mount_path)
+  mount = posixpath.normpath(kubeflow.volume_mount_path)
   for setting in ('data_path', 'serving_base'):
     path = getattr(kubeflow, setting)
-    if path.startswith('gs://'):
+    if path.startswith('gs://') and _BUCKET.fullmatch(path):
       continue
-    if on_volume and path.startswith(mount + '/'):
+    if on_volume and _under(path, mount):
       continue
     where = (f'or a path under kubeflow.volume_mount_path ({mount}/...), '
              f'the claim {kubeflow.volume_claim!r}' if on_volume else
              '(Vertex AI mounts no volume)' if target == 'vertex' else
              'or a path on a volume (set kubeflow.volume_claim)')
     raise ConfigError(
-        f'kubeflow.{setting} {path!r}: use a gs:// path {where}. '
+        f'kubeflow.{setting} {path!r}: use a gs://BUCKET/... path {where}. '
         'TensorFlow and TF Serving read GCS and local files, not S3 or '
         'MinIO.')
+
+
+# A store URI with a bucket: scheme://bucket[/key].
+_BUCKET = re.compile(r'[a-z][a-z0-9]*://[^/]+(/.*)?')
+# Kubernetes' names of objects such as claims (a DNS-1123 subdomain).
+_K8S_NAME = re.compile(r'[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?')
+# Where KFP's launcher keeps a pod's artifacts and outputs: no claim there.
+_LAUNCHER_PATHS = ('/minio', '/s3', '/gcs', '/tmp', '/kfp-workspace')
+
+
+def _under(path: str, folder: str) -> bool:
+  """Whether `path` is inside `folder`, once `..` and `.` are resolved."""
+  path = posixpath.normpath(path)
+  return path.startswith('/') and path.startswith(folder.rstrip('/') + '/')
+
+
+def _check_volume(claim: str, mount_path: str) -> None:
+  if not _K8S_NAME.fullmatch(claim):
+    raise ConfigError(
+        f'kubeflow.volume_claim {claim!r} is not a Kubernetes name '
+        '(lower-case letters, digits, - and .)')
+  mount = posixpath.normpath(mount_path)
+  if (not mount_path.startswith('/') or mount == '/' or
+      any(_under(mount, p) or mount == p for p in _LAUNCHER_PATHS)):
+    raise ConfigError(
+        f'kubeflow.volume_mount_path {mount_path!r} must be an absolute '
+        f'folder other than / and outside {", ".join(_LAUNCHER_PATHS)} '
+        "(KFP's launcher keeps a pod's artifacts there)")
 
 
 def _executors(spec):
@@ -86,10 +119,17 @@ def _size_pods(spec, config: PipelineConfig) -> None:
 
 
 def _uncached(spec) -> None:
-  """No cache for the tasks whose result depends on more than their inputs
-  (pipeline.UNCACHED), as in the local runs."""
+  """No cache for the tasks whose result depends on more than their inputs:
+  those of pipeline.UNCACHED, as in the local runs, and CsvExampleGen.
+  Locally the data gate puts a digest of the input in CsvExampleGen's
+  cache key; on a cluster it reads a file its parameters only name, and
+  open-source KFP's cache key is those parameters (it never runs TFX's
+  fingerprinting driver, `lifecycle.preCacheCheck`, which only Vertex AI
+  runs): a new file at the same path would be a cache hit, trained and
+  pushed again as if it were the old one. Its outputs are new artifacts on
+  every run, so every task after it runs too."""
   from tfx_e2e.pipeline import pipeline as pipeline_def  # pylint: disable=import-outside-toplevel
-  for component_id in pipeline_def.UNCACHED:
+  for component_id in (*pipeline_def.UNCACHED, pipeline_def.EXAMPLE_GEN):
     task = spec.root.dag.tasks.get(component_id)
     if task is not None:
       task.caching_options.enable_cache = False
@@ -99,9 +139,8 @@ def volume_mounted(config: PipelineConfig, target: str) -> bool:
   """Whether the compiled pipeline mounts the claim: on open-source KFP,
   with a claim, when the data or the served models are under its mount."""
   kubeflow = config.kubeflow
-  mount = kubeflow.volume_mount_path.rstrip('/')
   return bool(target == 'kubeflow' and kubeflow.volume_claim and any(
-      path.startswith(mount + '/')
+      _under(path, posixpath.normpath(kubeflow.volume_mount_path))
       for path in (kubeflow.data_path, kubeflow.serving_base)))
 
 
@@ -118,7 +157,7 @@ def _volume_mounts(spec, config: PipelineConfig):
   if not volume_mounted(config, 'kubeflow'):
     return None
   kubeflow = config.kubeflow
-  mount = kubeflow.volume_mount_path.rstrip('/')
+  mount = posixpath.normpath(kubeflow.volume_mount_path)
   platform = pipeline_spec_pb2.PlatformSpec()
   executors = platform.platforms['kubernetes'].deployment_spec.executors
   mounted = json_format.MessageToDict(k8s.KubernetesExecutorConfig(
@@ -206,13 +245,30 @@ def submit(config: PipelineConfig, pipeline_file: str, host: str,
            parameters: Optional[Dict[str, str]] = None):
   """Starts a run of a compiled pipeline on the KFP endpoint `host`.
 
-  A PipelineSpec has no pipeline root of its own: the run gets the
-  configuration's `kubeflow.pipeline_root`.
+  The run gets the pipeline root the file was compiled with (its
+  `defaultPipelineRoot`, which KFP's API server would not apply by
+  itself), and the tasks keep their compiled cache settings unless
+  `enable_cache` is off: the KFP client's `enable_caching` would set every
+  task's, the uncached ones' included.
   """
   import kfp  # pylint: disable=import-outside-toplevel
   client = kfp.Client(host=host)
   return client.create_run_from_pipeline_package(
       pipeline_file, arguments=parameters or {}, run_name=run_name,
-      experiment_name=experiment,
-      pipeline_root=config.kubeflow.pipeline_root,
-      enable_caching=config.enable_cache)
+      experiment_name=experiment, **run_settings(config, pipeline_file))
+
+
+def run_settings(config: PipelineConfig, pipeline_file: str
+                 ) -> Dict[str, Any]:
+  """The pipeline root and cache setting of a run of `pipeline_file`, as
+  the KFP client takes them (see `submit`)."""
+  return {'pipeline_root': compiled_pipeline_root(pipeline_file) or
+                           config.kubeflow.pipeline_root,
+          'enable_caching': None if config.enable_cache else False}
+
+
+def compiled_pipeline_root(pipeline_file: str) -> Optional[str]:
+  """The `defaultPipelineRoot` of a compiled PipelineSpec (YAML), if any."""
+  with open(pipeline_file, encoding='utf-8') as f:
+    spec = next(yaml.safe_load_all(f), None)
+  return spec.get('defaultPipelineRoot') if isinstance(spec, dict) else None

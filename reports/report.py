@@ -81,8 +81,9 @@ def _evaluation(results: results_lib.RunResults,
                          f'{check.remedy}.'))
   comparison = analysis.comparison_frame(results)
   if comparison is None:
-    parts.append(_note('No baseline: there was no blessed model before this '
-                       'one, so the change thresholds were not checked.'))
+    parts.append(_note('No baseline: no model was served when this one was '
+                       'evaluated, so the change thresholds were not '
+                       'checked.'))
   else:
     parts += ['<h3>Candidate vs baseline (the model served now)</h3>',
               _table(comparison)]

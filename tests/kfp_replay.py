@@ -688,7 +688,7 @@ class _Run:
 
   def __init__(self, spec, platform_spec, pipeline_root, parameters,
                workdir: Path, s3: Optional[_S3], local_root_mode: bool,
-               env: Mapping[str, str], timeout: Optional[float]):
+               env: Mapping[str, str], timeout: Optional[float], volumes=()):
     self.spec = spec
     self.deploy = _deployment_config(spec)
     self.k8s = _kubernetes_configs(platform_spec)
@@ -714,8 +714,12 @@ class _Run:
           'Provider': scheme,
           'Params': {'fromEnv': 'false'} if scheme == 'minio' else {
               'fromEnv': 'true'}})
+    # The folders standing for volumes: the mount paths the platform config
+    # declares, and those the caller names (a spec that dropped its
+    # platform config must not reach the test's volume folder either).
     self.mount_paths = sorted({
-        m.mount_path for c in self.k8s.values() for m in c.pvc_mount})
+        m.mount_path for c in self.k8s.values() for m in c.pvc_mount} | {
+            str(v) for v in volumes})
 
   # -- parameters
 
@@ -1134,7 +1138,8 @@ def replay(spec,
            workdir: Optional[Union[str, os.PathLike]] = None,
            s3_endpoint: Optional[str] = None,
            env: Optional[Mapping[str, str]] = None,
-           timeout: Optional[float] = None) -> ReplayResult:
+           timeout: Optional[float] = None,
+           volumes: Iterable[Union[str, os.PathLike]] = ()) -> ReplayResult:
   """Runs a compiled spec as open-source KFP 2.x would (see the module doc).
 
   Args:
@@ -1146,6 +1151,8 @@ def replay(spec,
     s3_endpoint: an S3 server to use; one is started on loopback if None.
     env: the tasks' environment (`project_env()` if None).
     timeout: seconds per task command.
+    volumes: folders standing for volume claims: a task may name a path in
+      one only if its platform config mounts a volume at that folder.
 
   Raises:
     RunCreationError: the backend would refuse the run when it is created.
@@ -1182,7 +1189,7 @@ def replay(spec,
       s3.ensure_bucket(parse_bucket(root)[1])
     run = _Run(pipeline_spec, platform_spec, root, values, work, s3,
                local_root_mode, env if env is not None else project_env(),
-               timeout)
+               timeout, volumes=volumes)
     tasks = pipeline_spec.root.dag.tasks
     results = {name: TaskResult(name) for name in order}
     stopped = False
@@ -1219,6 +1226,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                       metavar='NAME=JSON', help='a pipeline parameter')
   parser.add_argument('--workdir', help='where the pod directories go')
   parser.add_argument('--timeout', type=float, help='seconds per task')
+  parser.add_argument('--volume', action='append', default=[],
+                      metavar='FOLDER',
+                      help='a folder standing for a volume claim')
   args = parser.parse_args(list(argv) if argv is not None else None)
   params = {}
   for item in args.param:
@@ -1230,7 +1240,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
   try:
     result = replay(args.spec, args.pipeline_root, parameters=params,
                     local_root_mode=args.local, workdir=args.workdir,
-                    timeout=args.timeout)
+                    timeout=args.timeout, volumes=args.volume)
   except (RunCreationError, RootDagError) as e:
     print(f'{type(e).__name__}: {e}', file=sys.stderr)
     return 2

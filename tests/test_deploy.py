@@ -18,11 +18,12 @@ from tfx_e2e.pipeline.pipeline import placement
 
 SERVING = REPO_ROOT / 'deploy' / 'serving'
 KINDS = {'Deployment': 'V1Deployment', 'Service': 'V1Service',
-         'PersistentVolumeClaim': 'V1PersistentVolumeClaim'}
+         'PersistentVolumeClaim': 'V1PersistentVolumeClaim', 'Pod': 'V1Pod'}
+VOLUME_SHELL = REPO_ROOT / 'deploy' / 'kubeflow' / 'volume-shell.yaml'
 
 
 def _objects():
-  for path in sorted(SERVING.rglob('*.yaml')):
+  for path in [*sorted(SERVING.rglob('*.yaml')), VOLUME_SHELL]:
     if path.name in ('kustomization.yaml', 'docker-compose.yaml'):
       continue
     for document in yaml.safe_load_all(path.read_text()):
@@ -127,6 +128,14 @@ def test_the_volume_overlay_reads_where_the_compiled_pipeline_pushes(
   assert _model_config(overlay / 'models.config').base_path == placement(
       config, 'kubeflow').serving_model_dir
   assert 'ReadWriteMany' in claim['spec']['accessModes']
+  # The pod that puts data on the claim mounts it read-write, there too.
+  (shell,) = yaml.safe_load_all(VOLUME_SHELL.read_text())
+  (shell_volume,) = shell['spec']['volumes']
+  (shell_mount,) = shell['spec']['containers'][0]['volumeMounts']
+  assert shell_volume['persistentVolumeClaim']['claimName'] == \
+      config.kubeflow.volume_claim
+  assert shell_mount['mountPath'] == config.kubeflow.volume_mount_path
+  assert not shell_mount.get('readOnly')
 
 
 def test_probes_ask_for_a_serving_version_and_a_listening_port():

@@ -42,8 +42,8 @@ def _versions(volume: Path, config) -> list:
   return sorted(p.name for p in base.iterdir()) if base.exists() else []
 
 
-def _replay(spec, work: Path):
-  result = kfp_replay.replay(spec, workdir=work)
+def _replay(spec, work: Path, volume: Path):
+  result = kfp_replay.replay(spec, workdir=work, volumes=[volume])
   print(result.table())  # the time of each replayed task, in the test log
   return result
 
@@ -59,7 +59,7 @@ def volume(tmp_path_factory):
 @pytest.fixture(scope='module')
 def first_run(volume):
   spec, config = _compile(volume, 'first.yaml')
-  return _replay(spec, volume.parent / 'first'), config
+  return _replay(spec, volume.parent / 'first', volume), config
 
 
 def test_the_pipeline_replays_to_a_pushed_model(first_run, volume):
@@ -87,7 +87,7 @@ def test_a_second_run_is_judged_against_the_served_model(first_run, volume):
   _, config = first_run
   (first_version,) = _versions(volume, config)
   spec, _ = _compile(volume, 'second.yaml', 'training.l2=1000000')
-  result = _replay(spec, volume.parent / 'second')
+  result = _replay(spec, volume.parent / 'second', volume)
   assert result.states() == {name: kfp_replay.SUCCEEDED
                              for name in result.tasks}, result.table()
   baseline = result[pipeline_def.BASELINE].outputs[served_baseline.BASELINE]
@@ -110,7 +110,7 @@ def test_anomalies_close_the_gate(volume, tmp_path):
   serving = volume / 'serving'
   before = sorted(serving.rglob('*')) if serving.exists() else []
   spec, _ = _compile(volume, 'anomalies.yaml', f'data.schema={schema_file}')
-  result = _replay(spec, tmp_path / 'work')
+  result = _replay(spec, tmp_path / 'work', volume)
   states = result.states()
   assert states[pipeline_def.EXAMPLE_VALIDATOR] == kfp_replay.SUCCEEDED
   anomalies = result[pipeline_def.EXAMPLE_VALIDATOR].outputs['anomalies']
@@ -133,7 +133,7 @@ def test_a_bad_csv_is_refused_by_the_screening_step(volume, tmp_path):
   serving = volume / 'serving'
   before = sorted(serving.rglob('*')) if serving.exists() else []
   spec, _ = _compile(volume, 'bad.yaml', data='bad')
-  result = _replay(spec, tmp_path / 'work')
+  result = _replay(spec, tmp_path / 'work', volume)
   example_gen = result[pipeline_def.EXAMPLE_GEN]
   assert example_gen.state == kfp_replay.FAILED
   assert example_gen.returncode == 2
@@ -156,7 +156,7 @@ def test_columns_the_cluster_would_read_differently_are_refused(volume,
   (volume / 'renamed' / 'trips.csv').write_text('\n'.join(rows) + '\n')
   spec, _ = _compile(volume, 'renamed.yaml', 'data.label=Fare ($)',
                      data='renamed')
-  result = _replay(spec, tmp_path / 'work')
+  result = _replay(spec, tmp_path / 'work', volume)
   example_gen = result[pipeline_def.EXAMPLE_GEN]
   assert example_gen.returncode == 2, result.table()
   assert "data.label: 'Fare ($)' -> 'Fare'" in example_gen.stderr_tail

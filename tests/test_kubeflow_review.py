@@ -38,11 +38,6 @@ def _task_caching(pipeline_spec: dict) -> dict:
           for name, task in pipeline_spec['root']['dag']['tasks'].items()}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'kubeflow.submit passes enable_caching=config.enable_cache (True by '
-    'default); the KFP SDK then sets enableCache on every task '
-    '(kfp.client._override_caching_options), undoing the compiled '
-    'ServedBaseline enableCache: false'))
 def test_submit_keeps_the_served_baseline_uncached(compiled):
   config, path = compiled
   import kfp  # pylint: disable=import-outside-toplevel
@@ -51,8 +46,7 @@ def test_submit_keeps_the_served_baseline_uncached(compiled):
   # arguments kubeflow.submit gives it (no server needed to build it).
   job = kfp.Client._create_job_config(  # pylint: disable=protected-access
       None, params={}, pipeline_package_path=str(path), pipeline_id=None,
-      version_id=None, enable_caching=config.enable_cache,
-      pipeline_root=config.kubeflow.pipeline_root)
+      version_id=None, **kubeflow.run_settings(config, str(path)))
   spec = job.pipeline_spec.get('pipeline_spec', job.pipeline_spec)
   assert not _task_caching(spec)[pipeline_def.BASELINE]
 
@@ -62,11 +56,6 @@ def _load_spec(path) -> dict:
   return next(yaml.safe_load_all(path.read_text()))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open-source KFP's cache key of CsvExampleGen is its constant "
-    'parameters (input_base, custom_config, ...): a new CSV at the same '
-    'data_path is a cache hit, and the run trains and pushes the old data '
-    "again; only Vertex runs TFX's preCacheCheck fingerprint driver"))
 def test_example_gen_is_not_cached_on_its_parameters_alone(compiled):
   _, path = compiled
   spec = _load_spec(path)
@@ -76,19 +65,12 @@ def test_example_gen_is_not_cached_on_its_parameters_alone(compiled):
   assert not options.get('enableCache') or options.get('cacheKey')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "check_storage tests the path's text: '/mnt/tfx-e2e/../x' starts with "
-    "the mount path but is /mnt/x, outside the claim"))
 def test_storage_refuses_a_data_path_that_leaves_the_mount():
   config = _config('kubeflow.data_path=/mnt/tfx-e2e/../etc/data')
   with pytest.raises(ConfigError):
     kubeflow.check_storage(config, 'kubeflow')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'a relative volume_mount_path (and data/serving paths under it) is '
-    'accepted and compiled into pvcMount.mountPath; Kubernetes refuses a '
-    'relative mountPath when the pod is created'))
 def test_storage_refuses_a_relative_mount_path():
   config = _config('kubeflow.volume_mount_path=mnt/tfx-e2e',
                    'kubeflow.data_path=mnt/tfx-e2e/data',
@@ -105,12 +87,6 @@ def test_storage_accepts_the_defaults_and_gcs():
                          'vertex')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tests/kfp_replay.py checks volume paths only under a mount path that "
-    'the platform config declares: a spec with no pvcMount at all (the '
-    'compiled spec with its second YAML document dropped) reads and writes '
-    "the test's volume folder from every task, where a KFP pod would see "
-    'no such path; the whole taxi spec replays to a pushed model that way'))
 def test_replay_fails_a_task_reading_a_host_path_no_volume_mounts(tmp_path):
   # pylint: disable=import-outside-toplevel
   from tests import kfp_replay
@@ -122,5 +98,35 @@ def test_replay_fails_a_task_reading_a_host_path_no_volume_mounts(tmp_path):
   docs = pipeline({'reader': task(
       "open(ei['inputs']['parameterValues']['input_base']).read()",
       params={'input_base': {'runtimeValue': {'constant': str(data)}}})})
-  result = kfp_replay.replay(docs, workdir=tmp_path / 'work')
+  result = kfp_replay.replay(docs, workdir=tmp_path / 'work',
+                             volumes=[tmp_path / 'volume'])
   assert result['reader'].state == kfp_replay.FAILED, result.table()
+
+
+def test_submit_takes_the_root_the_file_was_compiled_with(tmp_path):
+  """Compiled for a bucket, submitted with the default configuration (as
+  the README's procedure does): the run's root is the bucket, not MinIO."""
+  compiled = _config('kubeflow.pipeline_root=gs://bucket/root')
+  path = kubeflow.compile_pipeline(compiled, 'kubeflow',
+                                   str(tmp_path / 'p.yaml'))
+  settings = kubeflow.run_settings(_config(), str(path))
+  assert settings['pipeline_root'] == 'gs://bucket/root'
+  assert settings['enable_caching'] is None  # the compiled task settings
+  assert kubeflow.run_settings(_config('enable_cache=false'), str(path))[
+      'enable_caching'] is False
+
+
+@pytest.mark.parametrize('settings', [
+    ['kubeflow.pipeline_root=gs://'],
+    ['kubeflow.serving_base=gs://'],
+    ['kubeflow.volume_claim=My_Claim'],
+    ['kubeflow.volume_mount_path=/tmp/vol', 'kubeflow.data_path=/tmp/vol/d',
+     'kubeflow.serving_base=/tmp/vol/s'],
+    ['kubeflow.volume_mount_path=/minio', 'kubeflow.data_path=/minio/d',
+     'kubeflow.serving_base=/minio/s'],
+    ['kubeflow.volume_mount_path=/', 'kubeflow.data_path=/d',
+     'kubeflow.serving_base=/s'],
+])
+def test_storage_that_cannot_work_is_refused(settings):
+  with pytest.raises(ConfigError):
+    kubeflow.check_storage(_config(*settings), 'kubeflow')

@@ -46,7 +46,7 @@ def test_runs_and_pushes_without_code_changes(penguins_run):
       'island=Biscoe', 'island=Dream', 'island=Torgersen'}
   # The first model has no baseline; its report says so.
   report = (Path(config.output_dir) / 'report.html').read_text()
-  assert 'No baseline: there was no blessed model before this one' in report
+  assert 'No baseline: no model was served when this one was evaluated' in report
   # Body mass has a standard deviation of about 800 g.
   assert results.metrics[OVERALL][RMSE] < 500
   assert results.metrics[OVERALL]['example_count'] > 80
