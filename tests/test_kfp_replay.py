@@ -412,3 +412,15 @@ def test_the_spec_before_the_rework_fails_on_its_parameters_then_its_gate(
       'Pusher': NOT_RUN}, result.table()
   assert result['Transform'].returncode is None
   assert "no such key: train" in result['Transform'].error
+
+
+def test_replay_fails_a_task_reading_a_host_path_no_volume_mounts(tmp_path):
+  data = tmp_path / 'volume' / 'data.csv'
+  data.parent.mkdir()
+  data.write_text('a,b\n1,2\n')
+  docs = pipeline({'reader': task(
+      "open(ei['inputs']['parameterValues']['input_base']).read()",
+      params={'input_base': {'runtimeValue': {'constant': str(data)}}})})
+  result = kfp_replay.replay(docs, workdir=tmp_path / 'work',
+                             volumes=[tmp_path / 'volume'])
+  assert result['reader'].state == kfp_replay.FAILED, result.table()
