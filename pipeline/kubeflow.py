@@ -71,8 +71,10 @@ def check_storage(config: PipelineConfig, target: str) -> None:
 _BUCKET = re.compile(r'[a-z][a-z0-9]*://[^/]+(/.*)?')
 # Kubernetes' names of objects such as claims (a DNS-1123 subdomain).
 _K8S_NAME = re.compile(r'[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?')
-# Where KFP's launcher keeps a pod's artifacts and outputs: no claim there.
-_LAUNCHER_PATHS = ('/minio', '/s3', '/gcs', '/tmp', '/kfp-workspace')
+# Where KFP's launcher keeps a pod's artifacts and outputs: a claim mounted
+# on one of them, or above one, would hide them.
+_LAUNCHER_PATHS = ('/minio', '/s3', '/gcs', '/tmp/kfp', '/tmp/kfp_outputs',
+                   '/kfp-workspace')
 
 
 def _under(path: str, folder: str) -> bool:
@@ -87,11 +89,12 @@ def _check_volume(claim: str, mount_path: str) -> None:
         f'kubeflow.volume_claim {claim!r} is not a Kubernetes name '
         '(lower-case letters, digits, - and .)')
   mount = posixpath.normpath(mount_path)
-  if (not mount_path.startswith('/') or mount == '/' or
-      any(_under(mount, p) or mount == p for p in _LAUNCHER_PATHS)):
+  if (not mount_path.startswith('/') or
+      any(mount == p or _under(p, mount) or _under(mount, p)
+          for p in _LAUNCHER_PATHS)):
     raise ConfigError(
         f'kubeflow.volume_mount_path {mount_path!r} must be an absolute '
-        f'folder other than / and outside {", ".join(_LAUNCHER_PATHS)} '
+        f'folder neither in nor above {", ".join(_LAUNCHER_PATHS)} '
         "(KFP's launcher keeps a pod's artifacts there)")
 
 
