@@ -451,7 +451,8 @@ def _predict(args: argparse.Namespace) -> int:
         input_format=args.input_format or batch_predict.input_format_of(
             args.input),
         allow_missing_columns=args.allow_missing_columns,
-        csv_rules=csv_rules.CsvRules.of(config))
+        csv_rules=csv_rules.CsvRules.of(config), log_dir=args.log_dir,
+        model_name=config.model_name)
     beam_args = config.beam_args() + list(args.beam_args)
     print(f'Predicting {args.input} with {model_dir} (Beam: '
           f'{" ".join(beam_args)}; log: {log_path})', flush=True)
@@ -464,6 +465,8 @@ def _predict(args: argparse.Namespace) -> int:
         f'{result.rows_dead_lettered:,}\n'
         f'Predictions: {args.output_prefix}-*.{args.format}; dead letters: '
         f'{args.output_prefix}-dead-letters-*.jsonl')
+  if args.log_dir:
+    print(f'Scored rows logged: {args.log_dir}/predict-*.tfrecord')
   for path, columns in sorted(result.imputed_columns.items()):
     print(f'Imputed in every row (--allow-missing-columns): '
           f'{", ".join(columns)} (absent from {path})')
@@ -511,7 +514,8 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
       config, input_dir=args.input, output_dir=str(output_dir),
       model_base=args.model, id_column=args.id_column,
       passthrough=_columns(args.passthrough), pattern=args.pattern,
-      allow_missing_columns=args.allow_missing_columns)
+      allow_missing_columns=args.allow_missing_columns, log_dir=args.log_dir,
+      model_name=config.model_name)
   settings = options.settings
   model_dir = _latest_model(options.model_base)
   try:
@@ -620,6 +624,11 @@ def _add_row_flags(parser: argparse.ArgumentParser) -> None:
                       help='the row key column (default: file:line)')
   parser.add_argument('--passthrough', metavar='COLS',
                       help='comma-separated columns to copy to the output')
+  parser.add_argument('--log-dir', dest='log_dir', type=_path_value,
+                      metavar='DIR',
+                      help='also log the scored rows as PredictionLog '
+                      'TFRecords there, as `serve --logging_config` logs '
+                      'requests (for `tfx-e2e monitor`)')
   parser.add_argument('--allow-missing-columns', action='store_true',
                       dest='allow_missing_columns',
                       help='predict CSV files that lack some of the '
