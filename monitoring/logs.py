@@ -133,9 +133,21 @@ def parse_record(data: bytes, features: Sequence[str]
   return (metadata.timestamp_secs, metadata.model_spec.version.value, rows)
 
 
+# The Python values each schema type takes as it is (pyarrow would also
+# truncate 2.5 into an int64 column, without a word).
+_FITS = {schema_pb2.INT: (int,), schema_pb2.FLOAT: (int, float),
+         schema_pb2.BYTES: (bytes,)}
+
+
+def _fits(values: List[Optional[list]], feature_type) -> bool:
+  kinds = _FITS.get(feature_type)
+  return kinds is not None and all(
+      type(v) in kinds for row in values if row for v in row)
+
+
 def _column(values: List[Optional[list]], feature_type) -> pa.Array:
   arrow_type = _ARROW_TYPES.get(feature_type)
-  if arrow_type is not None:
+  if arrow_type is not None and _fits(values, feature_type):
     try:
       return pa.array(values, type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
