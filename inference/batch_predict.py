@@ -351,14 +351,16 @@ def _stamp() -> str:
   return time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
 
 
-def _log_records(element, model_name: str) -> List[bytes]:
+def _log_records(element, model_name: str,
+                 input_types: Dict[str, tf.dtypes.DType]) -> List[bytes]:
   """A scored chunk -> PredictionLogs, one row a record, at the time it
   was scored."""
   import time  # pylint: disable=import-outside-toplevel
   from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
   (_, examples), (predictions, version) = element
-  return request_log.regress_records(examples, predictions, model_name,
-                                     int(version), int(time.time()))
+  return request_log.regress_records(
+      examples, predictions, model_name, int(version), int(time.time()),
+      kinds=request_log.list_kinds(input_types))
 
 
 def csv_lines(rows: List[Tuple]) -> str:
@@ -413,7 +415,8 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
               options.model_dir, max_batch_size=8))))  # chunks: 8k rows
   if options.log_dir:
     _ = (scored
-         | 'ToLog' >> beam.FlatMap(_log_records, options.model_name)
+         | 'ToLog' >> beam.FlatMap(_log_records, options.model_name,
+                                   input_types)
          | 'WriteLog' >> beam.io.WriteToTFRecord(
              f'{options.log_dir}/predict-{_stamp()}',
              file_name_suffix='.tfrecord'))

@@ -418,9 +418,14 @@ class WriteFilePredictions(beam.DoFn):
   ROWS = userstate.BagStateSpec('rows', beam.coders.PickleCoder())
   COUNT = userstate.CombiningValueStateSpec('count', sum)
 
-  def __init__(self, options: StreamOptions):
+  def __init__(self, options: StreamOptions,
+               input_types: Optional[Dict[str, tf.dtypes.DType]] = None):
     self._options = options
     self._finished = _counter('files_finished')
+    self._kinds = None
+    if input_types:
+      from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
+      self._kinds = request_log.list_kinds(input_types)
 
   def process(self, element, rows=beam.DoFn.StateParam(ROWS),
               count=beam.DoFn.StateParam(COUNT)):
@@ -454,7 +459,8 @@ class WriteFilePredictions(beam.DoFn):
       mine = [r for r in records if r['model_version'] == version]
       logged += request_log.regress_records(
           [r['example'] for r in mine], [r['prediction'] for r in mine],
-          self._options.model_name, int(version), now)
+          self._options.model_name, int(version), now,
+          kinds=self._kinds)
     path = f'{self._options.log_dir}/stream-{Path(name).stem}{request_log.SUFFIX}'
     directory, base = path.rsplit('/', 1)
     temporary = f'{directory}/.{base}.tmp'
@@ -613,7 +619,8 @@ def build(root: beam.Pipeline, options: StreamOptions, model_dir: str,
   _ = (fresh
        | 'ByFile' >> beam.Map(lambda record: (record['file'], record))
        .with_output_types(Tuple[str, Any])
-       | 'WriteFilePredictions' >> beam.ParDo(WriteFilePredictions(options)))
+       | 'WriteFilePredictions' >> beam.ParDo(
+           WriteFilePredictions(options, input_types)))
   if options.log_dir:
     fresh = fresh | 'DropExamples' >> beam.Map(
         lambda record: {k: v for k, v in record.items() if k != 'example'})

@@ -24,11 +24,18 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-Row = Dict[str, Optional[list]]
+from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
 
-_ARROW_TYPES = {schema_pb2.INT: pa.list_(pa.int64()),
-                schema_pb2.FLOAT: pa.list_(pa.float32()),
-                schema_pb2.BYTES: pa.list_(pa.binary())}
+Row = Dict[str, Optional[list]]
+_DECODER = example_coder.ExamplesToRecordBatchDecoder()
+
+# As tfx-bsl's example decoder types them (TFDV merges a window's batches,
+# which must agree).
+_ARROW_TYPES = {schema_pb2.INT: pa.large_list(pa.int64()),
+                schema_pb2.FLOAT: pa.large_list(pa.float32()),
+                schema_pb2.BYTES: pa.large_list(pa.large_binary())}
+_BY_KIND = {int: pa.large_list(pa.int64()), float: pa.large_list(pa.float32()),
+            bytes: pa.large_list(pa.large_binary())}
 
 
 class BadRecord(ValueError):
@@ -54,13 +61,21 @@ def _example_rows(examples: Iterable[tf.train.Example],
   return rows
 
 
-def _input_rows(model_input) -> List[Row]:
+def _input_examples(model_input) -> List[bytes]:
+  """The serialized examples of a Regress/Classify Input (with its
+  context merged into each)."""
   kind = model_input.WhichOneof('kind')
   if kind == 'example_list':
-    return _example_rows(model_input.example_list.examples)
+    return [e.SerializeToString() for e in model_input.example_list.examples]
   if kind == 'example_list_with_context':
     both = model_input.example_list_with_context
-    return _example_rows(both.examples, both.context)
+    serialized = []
+    for example in both.examples:
+      merged = tf.train.Example()
+      merged.CopyFrom(both.context)
+      merged.MergeFrom(example)
+      serialized.append(merged.SerializeToString())
+    return serialized
   raise BadRecord('a request without examples')
 
 
@@ -74,7 +89,8 @@ def _present(value) -> bool:
   return True
 
 
-def _predict_rows(request, features: Sequence[str]) -> List[Row]:
+def _predict_parts(request, features: Sequence[str]
+                   ) -> Tuple[List[bytes], List[Row]]:
   arrays = {}
   for name, proto in request.inputs.items():
     try:
@@ -87,12 +103,7 @@ def _predict_rows(request, features: Sequence[str]) -> List[Row]:
   if not set(arrays) & set(features) and len(arrays) == 1:
     (name, array), = arrays.items()
     if array.dtype == object:  # serialized tf.Examples (serving_default)
-      try:
-        examples = [tf.train.Example.FromString(v) for v in array.ravel()]
-      except Exception as e:  # pylint: disable=broad-except
-        raise BadRecord(f'input {name!r} holds no tf.Examples: {e}'
-                        ) from None
-      return _example_rows(examples)
+      return [bytes(v) for v in array.ravel()], []
   sizes = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
   if len(sizes) != 1:
     raise BadRecord(f'inputs of different batch sizes {sorted(sizes)}')
@@ -102,13 +113,34 @@ def _predict_rows(request, features: Sequence[str]) -> List[Row]:
     array = array.reshape(size, -1)
     columns[name] = [[v for v in row if _present(v)]
                      for row in array.tolist()]
-  return [{name: column[i] for name, column in columns.items()}
-          for i in range(size)]
+  return [], [{name: column[i] for name, column in columns.items()}
+              for i in range(size)]
 
 
 def parse_record(data: bytes, features: Sequence[str]
                  ) -> Tuple[int, int, List[Row]]:
   """(logged time in Unix seconds, model version, rows) of one record.
+
+  Raises:
+    BadRecord: not a PredictionLog of a predict, regress or classify
+      request, or examples that are not tf.Examples.
+  """
+  when, version, examples, rows = record_parts(data, features)
+  return when, version, examples_rows(examples) + rows
+
+
+def examples_rows(examples: Sequence[bytes]) -> List[Row]:
+  try:
+    return _example_rows(tf.train.Example.FromString(e) for e in examples)
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadRecord(f'examples that are not tf.Examples: {e}') from None
+
+
+def record_parts(data: bytes, features: Sequence[str]
+                 ) -> Tuple[int, int, List[bytes], List[Row]]:
+  """(logged time in Unix seconds, model version, serialized tf.Examples,
+  rows) of one record: requests of examples give the first, of raw inputs
+  the second.
 
   Raises:
     BadRecord: not a PredictionLog of a predict, regress or classify
@@ -121,16 +153,17 @@ def parse_record(data: bytes, features: Sequence[str]
     raise BadRecord(f'not a PredictionLog: {e}') from None
   kind = record.WhichOneof('log_type')
   if kind == 'predict_log':
-    rows = _predict_rows(record.predict_log.request, features)
+    examples, rows = _predict_parts(record.predict_log.request, features)
   elif kind in ('regress_log', 'classify_log'):
-    rows = _input_rows(getattr(record, kind).request.input)
+    examples, rows = _input_examples(getattr(record, kind).request.input), []
   else:
     raise BadRecord('not a PredictionLog of a predict, regress or classify '
                     f'request ({kind or "no log type"})')
   metadata = record.log_metadata
   if not metadata.timestamp_secs:
     raise BadRecord('no log_metadata.timestamp_secs (the request time)')
-  return (metadata.timestamp_secs, metadata.model_spec.version.value, rows)
+  return (metadata.timestamp_secs, metadata.model_spec.version.value,
+          examples, rows)
 
 
 # The Python values each schema type takes as it is (pyarrow would also
@@ -152,13 +185,16 @@ def _column(values: List[Optional[list]], feature_type) -> pa.Array:
       return pa.array(values, type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
       pass  # values of another type: TFDV reports the type anomaly
-  try:
-    return pa.array(values)
-  except (pa.ArrowInvalid, pa.ArrowTypeError):
-    # Mixed kinds in one feature: as text, which TFDV reports as a type
-    # change against a numeric schema type.
-    return pa.array([None if v is None else [str(x).encode() for x in v]
-                     for v in values], type=pa.list_(pa.binary()))
+  kinds = {type(v) for row in values if row for v in row}
+  if len(kinds) == 1 and next(iter(kinds)) in _BY_KIND:
+    # Another type than the schema's: TFDV reports the type change.
+    return pa.array(values, type=_BY_KIND[next(iter(kinds))])
+  if not kinds:
+    return pa.array(values, type=arrow_type or pa.large_list(pa.int64()))
+  # Mixed kinds in one feature: as text, which TFDV reports as a type
+  # change against a numeric schema type.
+  return pa.array([None if v is None else [str(x).encode() for x in v]
+                   for v in values], type=pa.large_list(pa.large_binary()))
 
 
 def record_batch(rows: List[Row], types: Dict[str, int],
@@ -169,6 +205,33 @@ def record_batch(rows: List[Row], types: Dict[str, int],
   arrays = [_column([row.get(name) for row in rows], types.get(name))
             for name in names]
   return pa.RecordBatch.from_arrays(arrays, names)
+
+
+def examples_batch(examples: List[bytes], types: Dict[str, int],
+                   ignored: Sequence[str] = ()) -> pa.RecordBatch:
+  """Serialized tf.Examples -> one RecordBatch, decoded as StatisticsGen
+  decodes the training examples (tfx-bsl's decoder, types from the
+  values); examples whose features differ in type between them, which
+  that decoder refuses, go through record_batch.
+
+  Raises:
+    BadRecord: bytes that are not tf.Examples.
+  """
+  try:
+    batch = _DECODER.DecodeBatch(examples)
+  except RuntimeError:
+    return record_batch(examples_rows(examples), types, ignored)
+  names, columns = [], []
+  for name, column in zip(batch.schema.names, batch.columns):
+    if name in ignored:
+      continue
+    if (types.get(name) == schema_pb2.FLOAT and
+        column.type == pa.large_list(pa.int64())):
+      # Integers of a float feature (as a JSON client sends 3 for 3.0).
+      column = column.cast(_ARROW_TYPES[schema_pb2.FLOAT])
+    names.append(name)
+    columns.append(column)
+  return pa.RecordBatch.from_arrays(columns, names)
 
 
 def schema_types(schema: schema_pb2.Schema) -> Dict[str, int]:

