@@ -596,7 +596,16 @@ def _monitor(args: argparse.Namespace) -> int:
   with _logs_to_file(log_path, args.verbose):
     from tfx_e2e.monitoring import monitor  # pylint: disable=import-outside-toplevel
     try:
-      result = monitor.run(config, args.logs, output_dir, beam_args)
+      baseline_of = None
+      if args.baseline_statistics or args.baseline_schema:
+        if not (args.baseline_statistics and args.baseline_schema):
+          raise monitor.MonitorInputError(
+              '--baseline-statistics and --baseline-schema go together')
+        given = monitor.baseline_from_files(args.baseline_statistics,
+                                            args.baseline_schema)
+        baseline_of = lambda version: given  # pylint: disable=unnecessary-lambda-assignment
+      result = monitor.run(config, args.logs, output_dir, beam_args,
+                           baseline_of)
     except monitor.MonitorInputError as e:
       raise config_lib.ConfigError(str(e)) from None
   for path, reason in result.bad_files:
@@ -778,6 +787,14 @@ def build_parser() -> argparse.ArgumentParser:
   monitor_parser.add_argument('--window', type=int, metavar='SECONDS',
                               help='monitoring.window_seconds (default '
                               '3600)')
+  monitor_parser.add_argument(
+      '--baseline-statistics', dest='baseline_statistics', type=_path_value,
+      metavar='FILE', help="the training split's FeatureStats.pb of "
+      "StatisticsGen, with --baseline-schema: instead of the run's MLMD "
+      'store (on Kubeflow, whose MLMD is a service)')
+  monitor_parser.add_argument('--baseline-schema', dest='baseline_schema',
+                              type=_path_value, metavar='FILE',
+                              help="SchemaGen's schema.pbtxt")
   monitor_parser.add_argument('-v', '--verbose', action='store_true',
                               help='also show all logs on stderr')
   monitor_parser.set_defaults(handler=_monitor, accepts_beam_args=True,

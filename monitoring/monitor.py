@@ -280,6 +280,32 @@ def find_baseline(config: PipelineConfig, version: int) -> Baseline:
                   schema_path)
 
 
+def baseline_from_files(statistics_path: str, schema_path: str) -> Baseline:
+  """A baseline given by hand: a StatisticsGen output's training split
+  (FeatureStats.pb, a DatasetFeatureStatisticsList) and a schema.pbtxt,
+  for places where the run's MLMD store is not a SQLite file (Kubeflow's
+  metadata service).
+
+  Raises:
+    MonitorInputError: a file that cannot be read as such.
+  """
+  statistics = statistics_pb2.DatasetFeatureStatisticsList()
+  try:
+    with tf.io.gfile.GFile(statistics_path, 'rb') as f:
+      statistics.ParseFromString(f.read())
+    schema = tfdv.load_schema_text(schema_path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise MonitorInputError(
+        f'cannot read the baseline ({statistics_path}, {schema_path}): '
+        f'{str(e).strip().splitlines()[0] if str(e).strip() else e}'
+    ) from None
+  if len(statistics.datasets) != 1 or not statistics.datasets[0].features:
+    raise MonitorInputError(f'{statistics_path} holds no statistics of one '
+                            'dataset (a split\'s FeatureStats.pb)')
+  return Baseline(0, 'given', statistics, schema, statistics_path,
+                  schema_path)
+
+
 def model_features(config: PipelineConfig, schema: schema_pb2.Schema
                    ) -> List[str]:
   """The raw features the model reads: the schema's, less the label and

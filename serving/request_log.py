@@ -17,8 +17,9 @@ files, and a record is never split across two.
 
 Logging never slows or fails a request: the request path only draws the
 sample and puts the parts of the record (references to the request's
-tensors and the response's arrays) on a bounded queue; a writer thread
-builds, serializes and writes the records. When the queue is full the
+tensors and the response's arrays) on a bounded queue; a writer process
+builds, serializes and writes the records (the queue's own thread pickles
+the arrays to it). When the queue is full the
 record is dropped and counted; the count is in the model's status and in
 the server's log.
 """
@@ -29,6 +30,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import multiprocessing
 import os
 import queue
 import random
@@ -40,6 +42,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from google.protobuf import text_format
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import logging_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import logging_config_pb2
@@ -134,6 +138,32 @@ class Entry:
                             # classify: [[(label, score)]]
 
 
+_DATATYPES: Dict[np.dtype, int] = {}
+
+
+def tensor_proto(value) -> tensor_pb2.TensorProto:
+  """A TensorProto of a tensor or array, as tf.make_tensor_proto writes it
+  (numbers in tensor_content, strings in string_val) at a tenth of its
+  cost: the writer thread shares the GIL with the requests."""
+  array = value.numpy() if isinstance(value, tf.Tensor) else np.asarray(value)
+  proto = tensor_pb2.TensorProto()
+  for size in array.shape:
+    proto.tensor_shape.dim.add(size=size)
+  if array.dtype == object or array.dtype.kind in 'SU':
+    proto.dtype = types_pb2.DT_STRING
+    proto.string_val.extend(
+        v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+    return proto
+  datatype = _DATATYPES.get(array.dtype)
+  if datatype is None:
+    datatype = _DATATYPES[array.dtype] = tf.as_dtype(
+        array.dtype).as_datatype_enum
+  proto.dtype = datatype
+  proto.tensor_content = np.ascontiguousarray(array).astype(
+      array.dtype.newbyteorder('<'), copy=False).tobytes()
+  return proto
+
+
 def _specs(entry: Entry, *messages) -> None:
   for message in messages:
     message.model_spec.name = entry.name
@@ -156,10 +186,9 @@ def build_record(entry: Entry) -> prediction_log_pb2.PredictionLog:
     log = record.predict_log
     _specs(entry, log.request, log.response)
     for name, value in entry.request.items():
-      log.request.inputs[name].CopyFrom(tf.make_tensor_proto(
-          value.numpy() if isinstance(value, tf.Tensor) else value))
+      log.request.inputs[name].CopyFrom(tensor_proto(value))
     for name, value in entry.response.items():
-      log.response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+      log.response.outputs[name].CopyFrom(tensor_proto(value))
   elif entry.kind == 'regress':
     log = record.regress_log
     _specs(entry, log.request, log.response)
@@ -296,11 +325,81 @@ class LogFiles:
 # --- the logger -------------------------------------------------------------
 
 
-_STOP = object()
+def _entry_state(entry: 'Entry') -> dict:
+  """Tensors as arrays: what crosses to the writer process."""
+  state = dict(entry.__dict__)
+  if entry.kind == 'predict':
+    state['request'] = {name: value.numpy() if isinstance(value, tf.Tensor)
+                        else value for name, value in entry.request.items()}
+  return state
+
+
+Entry.__getstate__ = _entry_state  # runs in the queue's feeder thread
+
+
+def _writer_main(entries, prefix: str, max_file_bytes: int,
+                 max_file_seconds: float, logged, failed, files) -> None:
+  """The writer process: builds, serializes and writes the records.
+
+  It ignores SIGINT and SIGTERM: the server sends the end of the queue when
+  it stops, and the open file is completed then. If the server dies without
+  doing so, the writer completes its file once it sees it is orphaned.
+  """
+  import signal  # pylint: disable=import-outside-toplevel
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  # The requests come first when the cores are busy; the queue absorbs
+  # the writer's delay (and counts what it cannot).
+  os.nice(19)
+  parent = os.getppid()
+  log_files = LogFiles(prefix, max_file_bytes, max_file_seconds)
+
+  def guarded(step):
+    try:
+      step()
+    except Exception:  # pylint: disable=broad-except
+      _log.exception('request log %s: completing a file failed', prefix)
+    files.value = len(log_files.completed)
+
+  while True:
+    left = log_files.seconds_left()
+    try:
+      entry = entries.get(timeout=1.0 if left is None else min(left, 1.0))
+    except queue.Empty:
+      guarded(log_files.roll_if_due)
+      if os.getppid() != parent:  # orphaned: the server is gone
+        guarded(log_files.close)
+        return
+      continue
+    if entry is None:  # the end of the queue
+      guarded(log_files.close)
+      return
+    try:
+      log_files.write(build_record(entry).SerializeToString())
+    except Exception:  # pylint: disable=broad-except
+      with failed.get_lock():
+        failed.value += 1
+      _log.exception('request log %s: a record was not written', prefix)
+    else:
+      with logged.get_lock():
+        logged.value += 1
+    guarded(log_files.roll_if_due)
+
+
+def _context():
+  """Processes forked from a server process that imported only this
+  module: a fork of the serving process itself would copy its running
+  threads' locks (gRPC, TensorFlow), and a fresh interpreter would import
+  TensorFlow again for each logger."""
+  context = multiprocessing.get_context('forkserver')
+  context.set_forkserver_preload([__name__])
+  return context
 
 
 class RequestLogger:
-  """One LoggingConfig's logger: samples, queues, writes (see module doc)."""
+  """One LoggingConfig's logger: samples and queues in the serving
+  process; a writer process builds and writes the records (see the module
+  doc), so the serving process spends no time on them, nor on the GIL."""
 
   def __init__(self, config: logging_config_pb2.LoggingConfig,
                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
@@ -309,20 +408,44 @@ class RequestLogger:
                rng: Optional[random.Random] = None):
     self.config = config
     self.sampling_rate = config.sampling_config.sampling_rate
-    self.files = LogFiles(config.log_collector_config.filename_prefix,
-                          max_file_bytes, max_file_seconds)
-    self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_records))
+    self.prefix = config.log_collector_config.filename_prefix
+    self._max_file_bytes = max_file_bytes
+    self._max_file_seconds = max_file_seconds
+    # Fails early (exit 2 from `serve`) for a directory that cannot be made.
+    tf.io.gfile.makedirs(os.path.dirname(self.prefix) or '.')
+    context = _context()
+    self._context = context
+    self._queue = context.Queue(maxsize=max(1, queue_records))
+    self._logged = context.Value('q', 0)
+    self._failed = context.Value('q', 0)
+    self._files = context.Value('q', 0)
     self._random = (rng or random.Random()).random
     self._counts_lock = threading.Lock()
-    self.logged = 0    # records written
     self.dropped = 0   # records dropped: the queue was full
-    self.failed = 0    # records that could not be built or written
-    self._thread: Optional[threading.Thread] = None
+    self._process = None
+
+  @property
+  def logged(self) -> int:
+    """Records written."""
+    return self._logged.value
+
+  @property
+  def failed(self) -> int:
+    """Records that could not be built or written."""
+    return self._failed.value
+
+  @property
+  def files_written(self) -> int:
+    """Files completed (renamed into place)."""
+    return self._files.value
 
   def start(self) -> 'RequestLogger':
-    self._thread = threading.Thread(target=self._write_loop, daemon=True,
-                                    name='request-logger')
-    self._thread.start()
+    self._process = self._context.Process(
+        target=_writer_main, name='request-log-writer', daemon=True,
+        args=(self._queue, self.prefix, self._max_file_bytes,
+              self._max_file_seconds, self._logged, self._failed,
+              self._files))
+    self._process.start()
     return self
 
   def sampled(self) -> bool:
@@ -335,8 +458,7 @@ class RequestLogger:
     if not self.sampled():
       return
     entry = Entry(kind, name, version, signature_name or DEFAULT_SIGNATURE,
-                  int(time.time()),
-                  self.sampling_rate, request, response)
+                  int(time.time()), self.sampling_rate, request, response)
     try:
       self._queue.put_nowait(entry)
     except queue.Full:
@@ -347,52 +469,35 @@ class RequestLogger:
       # visible without a line per request.
       if dropped & (dropped - 1) == 0:
         _log.warning('request log %s: queue full (%d records), %d records '
-                     'dropped so far', self.files.prefix,
-                     self._queue.maxsize, dropped)
+                     'dropped so far', self.prefix,
+                     self._queue._maxsize, dropped)  # pylint: disable=protected-access
 
-  def _write_loop(self) -> None:
-    while True:
-      left = self.files.seconds_left()
-      try:
-        entry = self._queue.get(timeout=left)
-      except queue.Empty:
-        self._guarded(self.files.roll_if_due)
-        continue
-      if entry is _STOP:
-        self._guarded(self.files.close)
-        return
-      try:
-        self.files.write(build_record(entry).SerializeToString())
-      except Exception:  # pylint: disable=broad-except
-        with self._counts_lock:
-          self.failed += 1
-        _log.exception('request log %s: a record was not written',
-                       self.files.prefix)
-      else:
-        self.logged += 1
-      self._guarded(self.files.roll_if_due)
-
-  def _guarded(self, step: Callable[[], None]) -> None:
-    try:
-      step()
-    except Exception:  # pylint: disable=broad-except
-      _log.exception('request log %s: completing a file failed',
-                     self.files.prefix)
-
-  def close(self, timeout: float = 30.0) -> None:
-    """Writes what is queued, completes the open file, stops the thread."""
-    if self._thread is None:
+  def close(self, timeout: float = 60.0) -> None:
+    """Writes what is queued, completes the open file, ends the writer."""
+    if self._process is None:
       return
-    self._queue.put(_STOP)  # blocking: after everything queued before
-    self._thread.join(timeout)
-    self._thread = None
+    try:
+      self._queue.put(None, timeout=timeout)  # after everything queued
+    except queue.Full:
+      _log.error('request log %s: the writer takes no more records',
+                 self.prefix)
+    self._process.join(timeout)
+    if self._process.is_alive():
+      _log.error('request log %s: the writer did not finish in %g s',
+                 self.prefix, timeout)
+      self._process.kill()
+    elif self._process.exitcode:
+      _log.error('request log %s: the writer exited with %s', self.prefix,
+                 self._process.exitcode)
+    self._process = None
 
   def status_note(self) -> str:
     """One line for the model status; '' while nothing was dropped."""
-    if not (self.dropped or self.failed):
+    dropped, failed = self.dropped, self.failed
+    if not (dropped or failed):
       return ''
-    return (f'request log: {self.dropped} records dropped (queue full), '
-            f'{self.failed} failed, {self.logged} written')
+    return (f'request log: {dropped} records dropped (queue full), '
+            f'{failed} failed, {self.logged} written')
 
 
 class RequestLoggers:
@@ -417,8 +522,8 @@ class RequestLoggers:
     for logger in self.unique():
       logger.close()
       _log.info('request log %s: %d records written to %d files, %d '
-                   'dropped (queue full), %d failed', logger.files.prefix,
-                   logger.logged, len(logger.files.completed), logger.dropped,
+                   'dropped (queue full), %d failed', logger.prefix,
+                   logger.logged, logger.files_written, logger.dropped,
                    logger.failed)
 
   def unique(self) -> List[RequestLogger]:

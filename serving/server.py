@@ -258,7 +258,7 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
     logger = loggers.get(config.name)
     if logger is not None:
       print(f'Logging {config.name} requests (sampling rate '
-            f'{logger.sampling_rate:g}) to {logger.files.prefix}-*'
+            f'{logger.sampling_rate:g}) to {logger.prefix}-*'
             f'{request_log.SUFFIX}', flush=True)
   for config in configs:
     versions = sorted(v for v, state in manager.states(config.name).items()
@@ -297,8 +297,8 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
   grpc_server.stop(grace=2)
   loggers.close()
   for logger in loggers.unique():
-    print(f'Request log {logger.files.prefix}: {logger.logged} records in '
-          f'{len(logger.files.completed)} files; dropped (queue full): '
+    print(f'Request log {logger.prefix}: {logger.logged} records in '
+          f'{logger.files_written} files; dropped (queue full): '
           f'{logger.dropped}; failed: {logger.failed}', flush=True)
   manager.stop()
   print('Server stopped', flush=True)

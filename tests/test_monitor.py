@@ -260,3 +260,31 @@ def test_logs_of_a_model_that_no_run_here_pushed_is_exit_2(
   assert result.exit_code == 2, result
   assert 'no run in' in result.stderr and 'pushed version 12345' in (
       result.stderr)
+
+
+def test_a_baseline_given_as_files_instead_of_mlmd(taxi_run, served_logs,
+                                                   tmp_path):
+  from tfx_e2e.monitoring import monitor  # pylint: disable=import-outside-toplevel
+  _, output = taxi_run
+  config = PipelineConfig(output_dir=str(output))
+  version = int(load_run_results(config).pushed_version)
+  found = monitor.find_baseline(config, version)
+  given = ['--baseline-statistics', found.statistics_path,
+           '--baseline-schema', found.schema_path]
+  result = _monitor(taxi_run, served_logs['shifted'].parent,
+                    tmp_path / 'out', *given)
+  assert result.exit_code == 3, result
+  assert {r['feature'] for r in _windows(tmp_path / 'out')
+          if r['anomaly']} == SHIFTED
+  (tmp_path / 'junk.pb').write_bytes(b'\x01\x02junk')
+  for args, message in (
+      (given[:2], 'go together'),
+      (['--baseline-statistics', str(tmp_path / 'junk.pb'),
+        '--baseline-schema', found.schema_path], 'cannot read the baseline'),
+      (['--baseline-statistics', found.statistics_path,
+        '--baseline-schema', str(tmp_path / 'junk.pb')],
+       'cannot read the baseline')):
+    result = _monitor(taxi_run, served_logs['shifted'].parent,
+                      tmp_path / 'bad', *args)
+    assert result.exit_code == 2, result
+    assert message in result.stderr and 'Traceback' not in result.stderr
