@@ -26,6 +26,8 @@ def _frame(result) -> pd.DataFrame:
   from tfx_e2e.monitoring.monitor import windows_rows  # pylint: disable=import-outside-toplevel
   frame = pd.DataFrame(windows_rows(result.windows))
   if len(frame):
+    for column in ('skew', 'skew_threshold', 'drift', 'drift_threshold'):
+      frame[column] = pd.to_numeric(frame[column])  # None -> NaN: blank
     frame['ratio'] = [s / t if t else math.nan for s, t in
                       zip(frame['skew'].astype(float),
                           frame['skew_threshold'].astype(float))]
@@ -38,9 +40,14 @@ def _distance_plot(frame: pd.DataFrame):
   rows = max(1, math.ceil(len(features) / columns))
   figure, axes = plt.subplots(rows, columns, figsize=(12, 2.6 * rows),
                               squeeze=False)
+  every = pd.to_datetime(frame['window_start'])
+  # One window's point alone would get an axis of years.
+  pad = pd.Timedelta(hours=1) if every.min() == every.max() else (
+      (every.max() - every.min()) * 0.05)
   for axis, feature in zip(axes.ravel(), features):
     part = frame[frame['feature'] == feature]
     times = pd.to_datetime(part['window_start'])
+    axis.set_xlim(every.min() - pad, every.max() + pad)
     axis.plot(times, part['skew'].astype(float), 'o-', label='skew')
     if part['drift'].notna().any():
       axis.plot(times, part['drift'].astype(float), 's--', label='drift')
@@ -102,6 +109,8 @@ def _distribution_plot(axis, name, training, window, label):
         xs.append(bucket.high_value)
         ys.append(seen / total)
       axis.step(xs, ys, where='post', label=text)
+    # Quantities with a long tail (taxi trips of 1,000+ miles).
+    axis.set_xscale('symlog')
     axis.set_ylabel('share <= x', fontsize=7)
   axis.legend(fontsize=6)
 
@@ -132,10 +141,10 @@ def render(result, baseline_of, config) -> str:
   if len(frame):
     parts.append(_figure(_distance_plot(frame), 'distances per window'))
     worst = frame.sort_values('ratio', ascending=False).head(10)
-    parts += ['<h2>Worst windows</h2>', _table(worst[[
+    parts += ['<h2>Worst windows</h2>', '<div class="wide">' + _table(worst[[
         'window_start', 'rows', 'model_version', 'feature', 'measure',
         'skew', 'skew_threshold', 'drift', 'drift_threshold', 'anomaly']],
-                                               index=False)]
+                                               index=False) + '</div>']
     worst_window = max(result.windows, key=lambda w: (
         len(w.flagged), frame[frame['window_start'] == w.name]['ratio']
         .max() if len(frame) else 0))
