@@ -205,3 +205,15 @@ def test_a_model_config_file_logging_config_is_used(model_base, tmp_path):
     assert requests.post(f'{server.rest}/v1/models/{MODEL}:regress', json={
         'examples': [_row(random.randrange(100))]}).ok
   assert len(_records(prefix)) == 1
+
+
+@pytest.mark.parametrize('flag', ['--log_max_file_bytes=0',
+                                  '--log_max_file_seconds=-1',
+                                  '--log_max_file_seconds=inf',
+                                  '--log_queue_records=many'])
+def test_bad_logging_flags_are_usage_errors(flag, capsys):
+  from tfx_e2e.cli import commands  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as exit_info:
+    commands.build_parser().parse_args(['serve', flag])
+  assert exit_info.value.code == 2
+  assert flag.split('=')[0] in capsys.readouterr().err
