@@ -21,7 +21,6 @@ Prints a Markdown report for BENCHMARKS.md.
 
 import argparse
 import datetime
-import os
 import platform
 import random
 import shutil

@@ -37,11 +37,9 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import glob
 import io
 import json
 import os
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam

@@ -21,7 +21,6 @@ from typing import List, Optional
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfx_e2e.serving import request_log
 from tfx_e2e.serving.model_config import ModelConfig, VersionPolicy
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -55,16 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    'as PredictionLog TFRecords (every model; a model\'s '
                    'logging_config in --model_config_file takes precedence)')
   own = parser.add_argument_group('this server')
+  # The defaults are serving.request_log's, which imports TensorFlow: not
+  # when the command line is parsed (its start-up noise would reach the
+  # console before the commands send it to their logs).
   own.add_argument('--log_max_file_bytes', type=_positive(int),
-                   default=request_log.DEFAULT_MAX_FILE_BYTES,
                    help='a request log file is completed at this size '
                    '(default 64 MiB)')
   own.add_argument('--log_max_file_seconds', type=_positive(float),
-                   default=request_log.DEFAULT_MAX_FILE_SECONDS,
                    help='... or this long after its first record (default '
                    '300)')
   own.add_argument('--log_queue_records', type=_positive(int),
-                   default=request_log.DEFAULT_QUEUE_RECORDS,
                    help='records waiting to be written; more are dropped '
                    'and counted (default 10000)')
   own.add_argument('--bind_address', default='127.0.0.1',
@@ -130,6 +129,7 @@ def logging_configs(args, configs: List[ModelConfig]) -> dict:
     ValueError: a LoggingConfig that cannot be used (the message says
       which and why).
   """
+  from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
   found = {}
   if args.logging_config:
     default = request_log.read_logging_config(args.logging_config)
@@ -148,13 +148,16 @@ def logging_configs(args, configs: List[ModelConfig]) -> dict:
 def request_loggers(args, configs: List[ModelConfig]
                     ) -> request_log.RequestLoggers:
   """A logger per distinct LoggingConfig (see logging_configs)."""
+  from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
   by_text, by_model = {}, {}
   for name, config in logging_configs(args, configs).items():
     key = text_format.MessageToString(config)
     if key not in by_text:
       by_text[key] = request_log.RequestLogger(
-          config, args.log_max_file_bytes, args.log_max_file_seconds,
-          args.log_queue_records)
+          config,
+          args.log_max_file_bytes or request_log.DEFAULT_MAX_FILE_BYTES,
+          args.log_max_file_seconds or request_log.DEFAULT_MAX_FILE_SECONDS,
+          args.log_queue_records or request_log.DEFAULT_QUEUE_RECORDS)
     by_model[name] = by_text[key]
   return request_log.RequestLoggers(by_model)
 
@@ -258,8 +261,8 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
     logger = loggers.get(config.name)
     if logger is not None:
       print(f'Logging {config.name} requests (sampling rate '
-            f'{logger.sampling_rate:g}) to {logger.prefix}-*'
-            f'{request_log.SUFFIX}', flush=True)
+            f'{logger.sampling_rate:g}) to {logger.prefix}-*.tfrecord',
+            flush=True)
   for config in configs:
     versions = sorted(v for v, state in manager.states(config.name).items()
                       if state.state == 'AVAILABLE')
