@@ -21,7 +21,7 @@ class BuildPyWithoutTests(build_py):
 
 
 ROOMS = ['pipeline', 'components', 'components/executors', 'serving',
-         'inference', 'reports', 'cli', 'formats']
+         'inference', 'reports', 'cli', 'formats', 'monitoring']
 
 setup(
     name='tfx-e2e',

@@ -457,7 +457,8 @@ def _predict(args: argparse.Namespace) -> int:
         input_format=args.input_format or batch_predict.input_format_of(
             args.input),
         allow_missing_columns=args.allow_missing_columns,
-        csv_rules=csv_rules.CsvRules.of(config))
+        csv_rules=csv_rules.CsvRules.of(config), log_dir=args.log_dir,
+        model_name=config.model_name)
     beam_args = config.beam_args() + list(args.beam_args)
     print(f'Predicting {args.input} with {model_dir} (Beam: '
           f'{" ".join(beam_args)}; log: {log_path})', flush=True)
@@ -470,6 +471,8 @@ def _predict(args: argparse.Namespace) -> int:
         f'{result.rows_dead_lettered:,}\n'
         f'Predictions: {args.output_prefix}-*.{args.format}; dead letters: '
         f'{args.output_prefix}-dead-letters-*.jsonl')
+  if args.log_dir:
+    print(f'Scored rows logged: {args.log_dir}/predict-*.tfrecord')
   for path, columns in sorted(result.imputed_columns.items()):
     print(f'Imputed in every row (--allow-missing-columns): '
           f'{", ".join(columns)} (absent from {path})')
@@ -517,7 +520,8 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
       config, input_dir=args.input, output_dir=str(output_dir),
       model_base=args.model, id_column=args.id_column,
       passthrough=_columns(args.passthrough), pattern=args.pattern,
-      allow_missing_columns=args.allow_missing_columns)
+      allow_missing_columns=args.allow_missing_columns, log_dir=args.log_dir,
+      model_name=config.model_name)
   settings = options.settings
   model_dir = _latest_model(options.model_base)
   try:
@@ -566,6 +570,68 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
   return 0
 
 
+EXIT_OUT_OF_BOUNDS = 3  # monitor: skew, drift or anomalies in a window
+
+
+def _monitor(args: argparse.Namespace) -> int:
+  """`tfx-e2e monitor`: skew and drift of logged requests (a Beam job).
+
+  Args:
+    args: the parsed command line (--logs, --monitor-output, --window,
+      configuration flags, and Beam options in `args.beam_args`).
+
+  Returns:
+    0 when every window is within its thresholds, EXIT_OUT_OF_BOUNDS when
+    any is not; no logs or no baseline is a ConfigError.
+  """
+  if args.window is not None:
+    args.overrides = list(args.overrides) + [
+        f'monitoring.window_seconds={args.window}']
+  config = load_config(args)
+  output_dir = (args.monitor_output or str(config.output_path / 'monitoring'))
+  log_path = Path(output_dir).resolve() / 'logs' / (
+      f'monitor-{datetime.datetime.now():%Y%m%d-%H%M%S}.log') if (
+          '://' not in output_dir) else Path(
+              __import__('tempfile').gettempdir(), 'tfx-e2e-logs',
+              f'monitor-{datetime.datetime.now():%Y%m%d-%H%M%S}.log')
+  beam_args = config.beam_args() + list(args.beam_args)
+  print(f'Monitoring {args.logs} against the training data of the run in '
+        f'{config.output_path} (windows of '
+        f'{config.monitoring.window_seconds} s; Beam: {" ".join(beam_args)}; '
+        f'log: {log_path})', flush=True)
+  with _logs_to_file(log_path, args.verbose):
+    from tfx_e2e.monitoring import monitor  # pylint: disable=import-outside-toplevel
+    try:
+      baseline_of = None
+      if args.baseline_statistics or args.baseline_schema:
+        if not (args.baseline_statistics and args.baseline_schema):
+          raise monitor.MonitorInputError(
+              '--baseline-statistics and --baseline-schema go together')
+        given = monitor.baseline_from_files(args.baseline_statistics,
+                                            args.baseline_schema)
+        baseline_of = lambda version: given  # pylint: disable=unnecessary-lambda-assignment
+      result = monitor.run(config, args.logs, output_dir, beam_args,
+                           baseline_of)
+    except monitor.MonitorInputError as e:
+      raise config_lib.ConfigError(str(e)) from None
+  for path, reason in result.bad_files:
+    print(f'bad log file, skipped: {path}: {reason}', file=sys.stderr)
+  print(f'Log files: {result.files:,} ({len(result.bad_files):,} bad, '
+        f'skipped); records: {result.records:,}; rows: {result.rows:,}; '
+        f'windows: {len(result.windows):,}\n'
+        f'Outputs: {output_dir} (windows.csv, windows/<start>/'
+        f'statistics.pb and anomalies.pbtxt); report: {result.report}')
+  if not result.flagged:
+    print('Every window is within its thresholds.')
+    return 0
+  for window in result.flagged:
+    print(f'OUT OF BOUNDS window {window.name} ({window.rows:,} rows): '
+          + '; '.join(f'{feature}: {monitor.describe(info)}'
+                      for feature, info in sorted(
+                          window.anomalies.anomaly_info.items())))
+  return EXIT_OUT_OF_BOUNDS
+
+
 def _add_row_flags(parser: argparse.ArgumentParser) -> None:
   """What `predict` and `stream` write beside each prediction, and which
   files they take."""
@@ -573,6 +639,11 @@ def _add_row_flags(parser: argparse.ArgumentParser) -> None:
                       help='the row key column (default: file:line)')
   parser.add_argument('--passthrough', metavar='COLS',
                       help='comma-separated columns to copy to the output')
+  parser.add_argument('--log-dir', dest='log_dir', type=_path_value,
+                      metavar='DIR',
+                      help='also log the scored rows as PredictionLog '
+                      'TFRecords there, as `serve --logging_config` logs '
+                      'requests (for `tfx-e2e monitor`)')
   parser.add_argument('--allow-missing-columns', action='store_true',
                       dest='allow_missing_columns',
                       help='predict CSV files that lack some of the '
@@ -702,6 +773,38 @@ def build_parser() -> argparse.ArgumentParser:
                              help='also show all logs on stderr')
   stream_parser.set_defaults(handler=_stream, accepts_beam_args=True,
                              reads_run=True)
+  monitor_parser = commands.add_parser(
+      'monitor', help='training/serving skew and drift of logged requests '
+      '(PredictionLog TFRecords) with TFDV, per window of request time, as a '
+      'Beam job; exit 3 if any window is out of bounds',
+      epilog='exit codes: 0 every window within its thresholds; 2 bad '
+      'input; 3 skew, drift or schema anomalies in a window (named)',
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  _add_config_flags(monitor_parser, dataset_flags=False)
+  monitor_parser.add_argument('--logs', required=True, type=_path_value,
+                              metavar='DIR_OR_GLOB',
+                              help='request logs: a directory of *.tfrecord '
+                              'files, a glob or a file')
+  monitor_parser.add_argument('--monitor-output', dest='monitor_output',
+                              type=_path_value, metavar='DIR',
+                              help='where windows.csv, the statistics, '
+                              'anomalies and monitoring.html go (default: '
+                              '<output>/monitoring)')
+  monitor_parser.add_argument('--window', type=int, metavar='SECONDS',
+                              help='monitoring.window_seconds (default '
+                              '3600)')
+  monitor_parser.add_argument(
+      '--baseline-statistics', dest='baseline_statistics', type=_path_value,
+      metavar='FILE', help="the training split's FeatureStats.pb of "
+      "StatisticsGen, with --baseline-schema: instead of the run's MLMD "
+      'store (on Kubeflow, whose MLMD is a service)')
+  monitor_parser.add_argument('--baseline-schema', dest='baseline_schema',
+                              type=_path_value, metavar='FILE',
+                              help="SchemaGen's schema.pbtxt")
+  monitor_parser.add_argument('-v', '--verbose', action='store_true',
+                              help='also show all logs on stderr')
+  monitor_parser.set_defaults(handler=_monitor, accepts_beam_args=True,
+                              reads_run=True)
   return parser
 
 

@@ -59,6 +59,11 @@ class BatchPredictOptions:
   allow_missing_columns: bool = False
   # How CSV values are read: as for training (the run's data settings).
   csv_rules: csv_rules_lib.CsvRules = csv_rules_lib.CsvRules()
+  # Where to log the scored rows as PredictionLog TFRecords (regress_log,
+  # one row a record, as `serve --logging_config` logs requests), for
+  # `tfx-e2e monitor`; None: no log. `model_name` names them.
+  log_dir: Optional[str] = None
+  model_name: str = ''
 
 
 def input_format_of(pattern: str) -> str:
@@ -341,6 +346,23 @@ def output_rows(element) -> List[Tuple]:
                   itertools.repeat(version)))
 
 
+def _stamp() -> str:
+  import time  # pylint: disable=import-outside-toplevel
+  return time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+
+
+def _log_records(element, model_name: str,
+                 input_types: Dict[str, tf.dtypes.DType]) -> List[bytes]:
+  """A scored chunk -> PredictionLogs, one row a record, at the time it
+  was scored."""
+  import time  # pylint: disable=import-outside-toplevel
+  from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
+  (_, examples), (predictions, version) = element
+  return request_log.regress_records(
+      examples, predictions, model_name, int(version), int(time.time()),
+      kinds=request_log.list_kinds(input_types))
+
+
 def csv_lines(rows: List[Tuple]) -> str:
   """One chunk's rows as CSV lines (WriteToText adds the last newline)."""
   buffer = io.StringIO()
@@ -381,11 +403,27 @@ def build(root: beam.Pipeline, options: BatchPredictOptions,
     predicted.inc(len(chunk))
     return chunk
 
-  records = (
-      parsed.examples
+  examples = parsed.examples
+  if options.log_dir:
+    # The examples ride along in the key, for the log.
+    examples = examples | 'KeepExamples' >> beam.Map(
+        lambda element: ((element[0], element[1]), element[1]))
+  scored = (
+      examples
       | 'RunInference' >> inference_base.RunInference(
           inference_base.KeyedModelHandler(prediction.VersionedModelHandler(
-              options.model_dir, max_batch_size=8)))  # chunks: 8k rows
+              options.model_dir, max_batch_size=8))))  # chunks: 8k rows
+  if options.log_dir:
+    _ = (scored
+         | 'ToLog' >> beam.FlatMap(_log_records, options.model_name,
+                                   input_types)
+         | 'WriteLog' >> beam.io.WriteToTFRecord(
+             f'{options.log_dir}/predict-{_stamp()}',
+             file_name_suffix='.tfrecord'))
+    scored = scored | 'DropExamples' >> beam.Map(
+        lambda element: (element[0][0], element[1]))
+  records = (
+      scored
       | 'Format' >> beam.Map(output_rows)
       | 'Count' >> beam.Map(count))
   columns = [KEY, *options.passthrough, PREDICTION, MODEL_VERSION]

@@ -92,6 +92,11 @@ class StreamOptions:
   # The stream settings (`stream.*` of the configuration); their defaults
   # live in StreamConfig only.
   settings: StreamConfig = dataclasses.field(default_factory=StreamConfig)
+  # Where to log each input file's scored rows as PredictionLog TFRecords
+  # (as `serve --logging_config` logs requests), for `tfx-e2e monitor`;
+  # None: no log. `model_name` names them.
+  log_dir: Optional[str] = None
+  model_name: str = ''
 
   @classmethod
   def of(cls, config: config_lib.PipelineConfig, input_dir: str,
@@ -352,6 +357,8 @@ class WatchDirectory(beam.DoFn):
       write_atomically(finished, predictions_csv([], self._options))
     for record, example in records:
       record['file_rows'] = len(records)
+      if self._options.log_dir:
+        record['example'] = example  # for the log, with its prediction
       yield window.TimestampedValue((record, example), record['event_time'])
 
   def _record(self, name: str, number: int, fields: Dict[str, str]):
@@ -411,9 +418,14 @@ class WriteFilePredictions(beam.DoFn):
   ROWS = userstate.BagStateSpec('rows', beam.coders.PickleCoder())
   COUNT = userstate.CombiningValueStateSpec('count', sum)
 
-  def __init__(self, options: StreamOptions):
+  def __init__(self, options: StreamOptions,
+               input_types: Optional[Dict[str, tf.dtypes.DType]] = None):
     self._options = options
     self._finished = _counter('files_finished')
+    self._kinds = None
+    if input_types:
+      from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
+      self._kinds = request_log.list_kinds(input_types)
 
   def process(self, element, rows=beam.DoFn.StateParam(ROWS),
               count=beam.DoFn.StateParam(COUNT)):
@@ -422,7 +434,9 @@ class WriteFilePredictions(beam.DoFn):
     count.add(1)
     if count.read() < record['file_rows']:
       return
-    records = list(rows.read())
+    records = sorted(rows.read(), key=lambda r: r['line'])
+    if self._options.log_dir:
+      self._write_log(name, records)
     write_atomically(f'{self._options.output_dir}/{PREDICTIONS}/{name}',
                      predictions_csv(records, self._options))
     rows.clear()
@@ -432,6 +446,29 @@ class WriteFilePredictions(beam.DoFn):
     # Progress on the console (a worker's log on a remote runner).
     print(f'{name}: {len(records)} rows predicted by model version '
           f'{", ".join(versions)}', flush=True)
+
+
+  def _write_log(self, name: str, records: List[Dict]) -> None:
+    """The file's scored rows as PredictionLogs, one row a record, before
+    the file counts as finished (a restart replays finished files without
+    scoring, or logging, them again)."""
+    from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
+    now = int(time.time())
+    logged = []
+    for version in sorted({r['model_version'] for r in records}):
+      mine = [r for r in records if r['model_version'] == version]
+      logged += request_log.regress_records(
+          [r['example'] for r in mine], [r['prediction'] for r in mine],
+          self._options.model_name, int(version), now,
+          kinds=self._kinds)
+    path = f'{self._options.log_dir}/stream-{Path(name).stem}{request_log.SUFFIX}'
+    directory, base = path.rsplit('/', 1)
+    temporary = f'{directory}/.{base}.tmp'
+    tf.io.gfile.makedirs(directory)
+    with tf.io.TFRecordWriter(temporary) as writer:
+      for record in logged:
+        writer.write(record)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 # --- windows ----------------------------------------------------------------
@@ -582,7 +619,11 @@ def build(root: beam.Pipeline, options: StreamOptions, model_dir: str,
   _ = (fresh
        | 'ByFile' >> beam.Map(lambda record: (record['file'], record))
        .with_output_types(Tuple[str, Any])
-       | 'WriteFilePredictions' >> beam.ParDo(WriteFilePredictions(options)))
+       | 'WriteFilePredictions' >> beam.ParDo(
+           WriteFilePredictions(options, input_types)))
+  if options.log_dir:
+    fresh = fresh | 'DropExamples' >> beam.Map(
+        lambda record: {k: v for k, v in record.items() if k != 'example'})
   _ = window_and_write(
       (fresh, watched[WatchDirectory.REPLAYED]) | 'All' >> beam.Flatten(),
       settings, options.output_dir)

@@ -254,6 +254,24 @@ class StreamConfig:
 
 
 @dataclasses.dataclass
+class MonitoringConfig:
+  """`tfx-e2e monitor`: logged requests in windows of logged request time,
+  each compared with the served model's training statistics (skew) and
+  with the window before it (drift) by TFDV's comparators."""
+  window_seconds: int = 3600
+  # Defaults by kind of feature. Categorical (string features, and the
+  # numeric codes of data.categorical_features): L-infinity distance between
+  # value frequencies. Numeric: Jensen-Shannon divergence between histograms.
+  # Both lie in [0, 1].
+  categorical_threshold: float = 0.1
+  numeric_threshold: float = 0.15
+  # Per feature, instead of its kind's default: {feature: threshold}.
+  thresholds: Dict[str, float] = dataclasses.field(default_factory=dict)
+  # Compare each window with the one before it as well.
+  drift: bool = True
+
+
+@dataclasses.dataclass
 class PipelineConfig:
   pipeline_name: str = 'taxi-fare'
   model_name: str = 'taxi_fare'
@@ -271,6 +289,8 @@ class PipelineConfig:
   evaluation: EvaluationConfig = dataclasses.field(
       default_factory=EvaluationConfig)
   stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
+  monitoring: MonitoringConfig = dataclasses.field(
+      default_factory=MonitoringConfig)
 
   @property
   def output_path(self) -> Path:
@@ -343,6 +363,16 @@ class PipelineConfig:
     for name in ('allowed_lateness_seconds', 'watermark_lag_seconds'):
       if getattr(self.stream, name) < 0:
         raise ConfigError(f'stream.{name} must be >= 0')
+    if self.monitoring.window_seconds <= 0:
+      raise ConfigError('monitoring.window_seconds must be > 0')
+    for name, value in [
+        ('categorical_threshold', self.monitoring.categorical_threshold),
+        ('numeric_threshold', self.monitoring.numeric_threshold),
+        *((f'thresholds.{k}', v)
+          for k, v in self.monitoring.thresholds.items())]:
+      if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ConfigError(f'monitoring.{name} must be in [0, 1] (a '
+                          f'distance or divergence), not {value}')
     if not self.data.label:
       raise ConfigError('data.label is required')
     if self.data.label in self.data.exclude_features:
@@ -406,6 +436,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                          value.strip().lower() in ('', 'none', 'null')):
       return None
     return _coerce(value, next(a for a in args if a is not type(None)), key)
+  if origin in (dict, Dict):
+    if not isinstance(value, Mapping):
+      raise ConfigError(f'{key}: expected a mapping, got {value!r}')
+    return {str(k): _coerce(v, args[1], f'{key}.{k}')
+            for k, v in value.items()}
   if origin in (list, List):
     if isinstance(value, str):
       value = [v.strip() for v in value.split(',') if v.strip()]
@@ -451,6 +486,8 @@ def _apply(obj, values: Mapping[str, Any], prefix: str = ''):
       if not isinstance(value, Mapping):
         raise ConfigError(f'{full_key}: expected a section (mapping)')
       changes[key] = _apply(current, value, f'{full_key}.')
+    elif isinstance(current, dict):  # entries add to (or replace) the others
+      changes[key] = {**current, **_coerce(value, types[key], full_key)}
     else:
       changes[key] = _coerce(value, types[key], full_key)
   return dataclasses.replace(obj, **changes)

@@ -1,5 +1,8 @@
 """The one configuration: defaults, YAML file, overrides, validation."""
 
+import dataclasses
+import re
+
 import pytest
 
 from tfx_e2e.cli import commands as cli
@@ -178,3 +181,37 @@ def test_auto_beam_profile_follows_the_input_size():
   with pytest.raises(ConfigError, match='not one of'):
     PipelineConfig(kubeflow=config_lib.KubeflowConfig(
         beam_profile='auto')).validate()
+
+
+def test_monitoring_thresholds_per_feature_from_yaml_and_set(tmp_path):
+  path = tmp_path / 'c.yaml'
+  path.write_text('monitoring:\n  window_seconds: 600\n  thresholds:\n'
+                  '    trip_miles: 0.3\n    company: 0.05\n')
+  config = config_lib.load_config(str(path), config_lib.parse_overrides(
+      ['monitoring.thresholds.trip_miles=0.4',
+       'monitoring.categorical_threshold=0.2']))
+  assert config.monitoring.window_seconds == 600
+  # --set adds to the file's entries, and wins for the same feature.
+  assert config.monitoring.thresholds == {'trip_miles': 0.4, 'company': 0.05}
+  assert config.monitoring.categorical_threshold == 0.2
+  assert PipelineConfig().monitoring.thresholds == {}
+  # A saved run's configuration reads back the same.
+  saved = config_lib.save_run_config(dataclasses.replace(
+      config, output_dir=str(tmp_path / 'out')))
+  assert config_lib.load_config(str(saved)).monitoring == config.monitoring
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['monitoring.window_seconds=0'], 'window_seconds must be > 0'),
+    (['monitoring.window_seconds=1.5'], "window_seconds: expected int, got '1.5'"),
+    (['monitoring.numeric_threshold=-0.1'], 'must be in [0, 1]'),
+    (['monitoring.categorical_threshold=nan'], 'must be in [0, 1]'),
+    (['monitoring.thresholds.x=1.5'], 'thresholds.x must be in [0, 1]'),
+    (['monitoring.thresholds.x=far'], 'thresholds.x: expected float'),
+    (['monitoring.thresholds=0.2'], 'expected a mapping'),
+    (['monitoring.drift=maybe'], 'expected true or false'),
+    (['monitoring.window=60'], "unknown setting 'monitoring.window'"),
+])
+def test_bad_monitoring_settings_are_refused(overrides, message):
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    config_lib.load_config(None, config_lib.parse_overrides(overrides))

@@ -25,6 +25,8 @@ _STATE = get_model_status_pb2.ModelVersionStatus.State
 class ModelService:
   models: ModelManager
   inference: Inference
+  # serving.request_log.RequestLoggers, whose drop counts the status shows.
+  loggers: Any = None
 
   # --- status ---
 
@@ -51,6 +53,14 @@ class ModelService:
       if state.error:
         status.status.error_code = 13  # INTERNAL, as a failed load
         status.status.error_message = state.error
+    logger = self.loggers.get(name) if self.loggers else None
+    note = logger.status_note() if logger is not None else ''
+    if note:
+      # The status code stays OK (requests are answered); the message
+      # says that the request log is missing records.
+      for status in response.model_version_status:
+        if status.state == _STATE.AVAILABLE and not status.status.error_code:
+          status.status.error_message = note
     return response
 
   def status_json(self, name, version=None, label=None) -> Dict[str, Any]:

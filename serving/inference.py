@@ -156,8 +156,18 @@ def _run(function, inputs: Mapping[str, tf.Tensor]) -> Dict[str, np.ndarray]:
 class Inference:
   """The three inference APIs over a servable, with optional batching."""
 
-  def __init__(self, batcher: Optional[Batcher] = None):
+  def __init__(self, batcher: Optional[Batcher] = None, loggers=None):
     self._batcher = batcher
+    # serving.request_log.RequestLoggers: answered requests are handed to
+    # the model's logger, which queues them without waiting.
+    self._loggers = loggers
+
+  def _logged(self, kind: str, servable: Servable, signature_name: str,
+              request, response) -> None:
+    logger = self._loggers.get(servable.name) if self._loggers else None
+    if logger is not None:
+      logger.log(kind, servable.name, servable.version,
+                 signature_name or DEFAULT_SIGNATURE, request, response)
 
   @property
   def batching(self) -> bool:
@@ -201,6 +211,7 @@ class Inference:
                          function, tensors)
     if output_filter:
       outputs = {k: v for k, v in outputs.items() if k in output_filter}
+    self._logged('predict', servable, signature_name, tensors, outputs)
     return outputs
 
   def _examples_signature(self, servable: Servable, signature_name: str,
@@ -243,7 +254,10 @@ class Inference:
       raise ServingError(Code.INVALID_ARGUMENT,
                          'Expected output Tensor shape to be [batch_size] or '
                          f'[batch_size, 1] but got {list(values.shape)}')
-    return [float(v) for v in values[:, 0]]
+    results = [float(v) for v in values[:, 0]]
+    self._logged('regress', servable, signature_name, serialized_examples,
+                 results)
+    return results
 
   def classify(self, servable: Servable, signature_name: str,
                serialized_examples: List[bytes]
@@ -272,4 +286,6 @@ class Inference:
             else str(classes[row, i])) if classes is not None else '',
            float(scores[row, i]) if scores is not None else 0.0)
           for i in range(width)])
+    self._logged('classify', servable, signature_name, serialized_examples,
+                 results)
     return results

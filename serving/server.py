@@ -49,7 +49,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help='BatchingParameters text proto: max_batch_size, '
                    'batch_timeout_micros, num_batch_threads')
   tfs.add_argument('--rest_api_num_threads', type=int, default=16)
+  tfs.add_argument('--logging_config', metavar='FILE',
+                   help='a LoggingConfig text proto: log sampled requests '
+                   'as PredictionLog TFRecords (every model; a model\'s '
+                   'logging_config in --model_config_file takes precedence)')
   own = parser.add_argument_group('this server')
+  # The defaults are serving.request_log's, which imports TensorFlow: not
+  # when the command line is parsed (its start-up noise would reach the
+  # console before the commands send it to their logs).
+  own.add_argument('--log_max_file_bytes', type=_positive(int),
+                   help='a request log file is completed at this size '
+                   '(default 64 MiB)')
+  own.add_argument('--log_max_file_seconds', type=_positive(float),
+                   help='... or this long after its first record (default '
+                   '300)')
+  own.add_argument('--log_queue_records', type=_positive(int),
+                   help='records waiting to be written; more are dropped '
+                   'and counted (default 10000)')
   own.add_argument('--bind_address', default='127.0.0.1',
                    help='address to listen on (default: loopback only)')
   own.add_argument('--max_body_bytes', type=int,
@@ -67,6 +83,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    'tensorflow_model_server is on PATH')
 
 
+def _positive(kind):
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f'expected a {kind.__name__}, got {text!r}') from None
+    if not value > 0 or value == float('inf'):
+      raise argparse.ArgumentTypeError(f'must be > 0 and finite: {text}')
+    return value
+  return parse
+
+
 def _policy(config) -> VersionPolicy:
   kind = config.model_version_policy.WhichOneof('policy_choice')
   if kind == 'all':
@@ -81,17 +110,63 @@ def _policy(config) -> VersionPolicy:
   return VersionPolicy()
 
 
+def _server_config(args) -> model_server_config_pb2.ModelServerConfig:
+  server_config = model_server_config_pb2.ModelServerConfig()
+  try:
+    text_format.Parse(Path(args.model_config_file).read_text(), server_config)
+  except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
+    raise ValueError(
+        f'--model_config_file {args.model_config_file}: {e}') from None
+  return server_config
+
+
+def logging_configs(args, configs: List[ModelConfig]) -> dict:
+  """{model name: its LoggingConfig}: from the model's logging_config in
+  --model_config_file, else --logging_config; models with neither are not
+  logged.
+
+  Raises:
+    ValueError: a LoggingConfig that cannot be used (the message says
+      which and why).
+  """
+  from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
+  found = {}
+  if args.logging_config:
+    default = request_log.read_logging_config(args.logging_config)
+    found = {config.name: default for config in configs}
+  if args.model_config_file:
+    for entry in _server_config(args).model_config_list.config:
+      if entry.HasField('logging_config'):
+        request_log.check_logging_config(
+            entry.logging_config,
+            f'--model_config_file {args.model_config_file}, model '
+            f'{entry.name}: logging_config')
+        found[entry.name] = entry.logging_config
+  return found
+
+
+def request_loggers(args, configs: List[ModelConfig]
+                    ) -> request_log.RequestLoggers:
+  """A logger per distinct LoggingConfig (see logging_configs)."""
+  from tfx_e2e.serving import request_log  # pylint: disable=import-outside-toplevel
+  by_text, by_model = {}, {}
+  for name, config in logging_configs(args, configs).items():
+    key = text_format.MessageToString(config)
+    if key not in by_text:
+      by_text[key] = request_log.RequestLogger(
+          config,
+          args.log_max_file_bytes or request_log.DEFAULT_MAX_FILE_BYTES,
+          args.log_max_file_seconds or request_log.DEFAULT_MAX_FILE_SECONDS,
+          args.log_queue_records or request_log.DEFAULT_QUEUE_RECORDS)
+    by_model[name] = by_text[key]
+  return request_log.RequestLoggers(by_model)
+
+
 def model_configs(args, default_name: str,
                   default_base_path: str) -> List[ModelConfig]:
   """The models to serve, from --model_config_file or --model_name/_base_path."""
   if args.model_config_file:
-    server_config = model_server_config_pb2.ModelServerConfig()
-    try:
-      text_format.Parse(Path(args.model_config_file).read_text(),
-                        server_config)
-    except (OSError, text_format.ParseError) as e:
-      raise ValueError(
-          f'--model_config_file {args.model_config_file}: {e}') from None
+    server_config = _server_config(args)
     return [ModelConfig(name=c.name, base_path=c.base_path,
                         policy=_policy(c),
                         labels=tuple(sorted(c.version_labels.items())))
@@ -115,7 +190,8 @@ def batching_parameters(args):
   return BatchingParameters(**known)
 
 
-def _model_server_config_text(configs: List[ModelConfig]) -> str:
+def _model_server_config_text(configs: List[ModelConfig],
+                              logging: Optional[dict] = None) -> str:
   server_config = model_server_config_pb2.ModelServerConfig()
   for config in configs:
     entry = server_config.model_config_list.config.add(
@@ -130,6 +206,8 @@ def _model_server_config_text(configs: List[ModelConfig]) -> str:
       policy.latest.num_versions = config.policy.latest
     for label, version in config.labels:
       entry.version_labels[label] = version
+    if logging and config.name in logging:
+      entry.logging_config.CopyFrom(logging[config.name])
   return text_format.MessageToString(server_config)
 
 
@@ -145,7 +223,8 @@ def run_model_server(binary: str, args, configs: List[ModelConfig]) -> int:
   """Replaces this process with the real tensorflow_model_server."""
   config_dir = Path(tempfile.mkdtemp(prefix='tfx-e2e-serving-'))
   config_file = config_dir / 'models.config'
-  config_file.write_text(_model_server_config_text(configs))
+  config_file.write_text(_model_server_config_text(
+      configs, logging_configs(args, configs)))
   argv = [binary, f'--port={args.port}',
           f'--rest_api_port={args.rest_api_port}',
           f'--model_config_file={config_file}',
@@ -171,10 +250,19 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
   from tfx_e2e.serving.models import ModelManager  # pylint: disable=import-outside-toplevel
 
   parameters = batching_parameters(args)
+  loggers = request_loggers(args, configs)
   manager = ModelManager(configs, args.file_system_poll_wait_seconds)
   service = api.ModelService(
-      manager, Inference(Batcher(parameters) if parameters else None))
+      manager, Inference(Batcher(parameters) if parameters else None,
+                         loggers), loggers)
   manager.start()
+  loggers.start()
+  for config in configs:
+    logger = loggers.get(config.name)
+    if logger is not None:
+      print(f'Logging {config.name} requests (sampling rate '
+            f'{logger.sampling_rate:g}) to {logger.prefix}-*.tfrecord',
+            flush=True)
   for config in configs:
     versions = sorted(v for v, state in manager.states(config.name).items()
                       if state.state == 'AVAILABLE')
@@ -210,6 +298,11 @@ def run_own_server(args, configs: List[ModelConfig]) -> int:
   signal.signal(signal.SIGINT, shutdown)
   loop.start()
   grpc_server.stop(grace=2)
+  loggers.close()
+  for logger in loggers.unique():
+    print(f'Request log {logger.prefix}: {logger.logged} records in '
+          f'{logger.files_written} files; dropped (queue full): '
+          f'{logger.dropped}; failed: {logger.failed}', flush=True)
   manager.stop()
   print('Server stopped', flush=True)
   return 0
@@ -228,6 +321,7 @@ def serve(args, default_name: str, default_base_path: str) -> int:
     The exit code when the server stops.
   """
   configs = model_configs(args, default_name, default_base_path)
+  logging_configs(args, configs)  # a bad one stops here, before serving
   binary = find_model_server(args)
   if binary:
     return run_model_server(binary, args, configs)
