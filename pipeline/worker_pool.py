@@ -14,8 +14,8 @@ No worker is left behind:
 - the pool runs in a process group of its own, which its workers join, and
   stopping the pool signals the whole group (the pool's own clean-up,
   atexit, does not run on SIGTERM);
-- a SIGTERM to the command stops the group before the command unwinds
-  (Python's default for SIGTERM is to die at once, with no `finally`);
+- Ctrl-C or SIGTERM to the command stops the group, then ends the command
+  (`_stopped_on_signals`);
 - the pool gets SIGTERM when the command's process dies (Linux's parent
   death signal), and a worker whose pool or runner is gone fails its
   control stream and exits.
@@ -151,23 +151,47 @@ def _group_alive(pgid: int) -> bool:
   return False
 
 
+# Ctrl-C and SIGTERM; each ends the command with its usual status: 130
+# ("interrupted", as the CLI reports a KeyboardInterrupt), 143.
+_STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 128 + signal.SIGTERM}
+
+
 @contextlib.contextmanager
-def _stopped_on_sigterm(pool: WorkerPool) -> Iterator[None]:
-  """While it lasts, SIGTERM stops the pool first, then exits the command
-  as SIGTERM would (status 143) through its `finally` blocks."""
+def _stopped_on_signals(pool: WorkerPool) -> Iterator[None]:
+  """While it lasts, Ctrl-C or SIGTERM stops the pool and its workers, then
+  ends the process at once.
+
+  Not by unwinding (KeyboardInterrupt, SystemExit): the threads of the
+  embedded job service's gRPC servers (Beam's UnboundedThreadPoolExecutor,
+  not daemons) wait forever for the interrupted job's control and data
+  streams, so the interpreter would never exit. What a killed run leaves
+  is handled as before: the output directory's lock is the kernel's, and
+  the next run marks the execution left RUNNING in MLMD as CANCELED.
+  """
   if threading.current_thread() is not threading.main_thread():
     yield  # signal handlers belong to the main thread; atexit still runs
     return
 
-  def terminate(signum, _frame):
+  def stop(signum, _frame):
     pool.stop()
-    raise SystemExit(128 + signum)
+    _log.warning('%s: Beam worker pool (pid %d) stopped; exiting',
+                 signal.Signals(signum).name, pool.pid)
+    with contextlib.suppress(Exception):
+      print(f'\n{signal.Signals(signum).name}: stopped the Beam worker pool;'
+            ' interrupted', flush=True)
+    for stream in (sys.stdout, sys.stderr):
+      with contextlib.suppress(Exception):
+        stream.flush()
+    logging.shutdown()
+    os._exit(_STOP_SIGNALS[signum])  # pylint: disable=protected-access
 
-  previous = signal.signal(signal.SIGTERM, terminate)
+  previous = {number: signal.signal(number, stop)
+              for number in _STOP_SIGNALS}
   try:
     yield
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for number, handler in previous.items():
+      signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -244,7 +268,7 @@ def for_jobs(config: PipelineConfig, profile: Optional[str] = None
   pool = WorkerPool()
   atexit.register(pool.stop)
   try:
-    with _stopped_on_sigterm(pool), _job_service_workers():
+    with _stopped_on_signals(pool), _job_service_workers():
       try:
         pool.wait_ready()
       except RuntimeError as e:
