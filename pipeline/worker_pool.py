@@ -84,20 +84,34 @@ class WorkerPool:
     self._lock = threading.Lock()
 
   def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-    """Returns once the pool accepts connections; raises RuntimeError if it
-    exits or does not listen within `timeout` seconds."""
+    """Returns once the pool answers on its port; raises RuntimeError (the
+    pool stopped) if it exits or does not answer within `timeout` seconds.
+
+    It is asked to stop a worker it never started, which it answers
+    without doing anything: a connection alone could be another process's
+    that took the port first.
+    """
+    import grpc  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_fn_api_pb2  # pylint: disable=import-outside-toplevel
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc  # pylint: disable=import-outside-toplevel
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-      if self.process.poll() is not None:
-        raise RuntimeError(
-            f'the Beam worker pool exited with code {self.process.returncode}'
-            f' before listening on {self.address} (see the log)')
-      with contextlib.suppress(OSError), socket.create_connection(
-          ('localhost', self.port), timeout=1):
-        return
-      time.sleep(0.1)
+    with grpc.insecure_channel(self.address) as channel:
+      pool = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
+      while time.monotonic() < deadline:
+        if self.process.poll() is not None:
+          self.stop()
+          raise RuntimeError(
+              f'the Beam worker pool exited with code '
+              f'{self.process.returncode} before answering on {self.address}'
+              ' (see the log)')
+        try:
+          pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(
+              worker_id='readiness-probe'), timeout=1)
+          return
+        except grpc.RpcError:
+          time.sleep(0.2)
     self.stop()
-    raise RuntimeError(f'the Beam worker pool did not listen on '
+    raise RuntimeError(f'the Beam worker pool did not answer on '
                        f'{self.address} within {timeout:.0f} s')
 
   def stop(self) -> None:
@@ -197,25 +211,36 @@ def _stopped_on_signals(pool: WorkerPool) -> Iterator[None]:
 @contextlib.contextmanager
 def _job_service_workers() -> Iterator[None]:
   """While it lasts, Beam's embedded job service runs each job on
-  `--direct_num_workers` SDK workers (0: one per core) instead of one.
+  `--direct_num_workers` SDK workers (0: one per core) instead of one, and
+  has the pool stop them when the job ends.
 
-  A patch of apache_beam.runners.portability.local_job_service.BeamJob.
-  _invoke_runner, written for Beam 2.59.0: its FnApiRunner reads
-  direct_num_workers only in `run_pipeline`, which the job service bypasses
-  (it calls `run_via_runner_api`), so every job got one worker, whatever
-  the option said. Set here, the runner splits each stage's input over that
-  many workers, each one a process the pool starts, as the multi-process
-  DirectRunner splits it over its own subprocesses. Any other Beam version
-  keeps one worker, with a warning.
+  Two patches, written for Beam 2.59.0 (any other version gets neither,
+  with a warning):
+  - local_job_service.BeamJob._invoke_runner: its FnApiRunner reads
+    direct_num_workers only in `run_pipeline`, which the job service
+    bypasses (it calls `run_via_runner_api`), so every job got one worker,
+    whatever the option said. Set here, the runner splits each stage's
+    input over that many workers, each a process the pool starts, as the
+    multi-process DirectRunner splits it over its own subprocesses.
+  - worker_handlers.ExternalWorkerHandler.stop_worker, which does nothing:
+    the pool was never asked to stop a job's workers, which went on running
+    for seconds after their job, into the next component's time, and stayed
+    as zombies until the pool ended. It now sends the pool's StopWorker,
+    which ends the worker and waits for it.
   """
   import apache_beam  # pylint: disable=import-outside-toplevel
   from apache_beam.options import pipeline_options  # pylint: disable=import-outside-toplevel
   from apache_beam.portability.api import beam_job_api_pb2  # pylint: disable=import-outside-toplevel
   from apache_beam.runners.portability import local_job_service  # pylint: disable=import-outside-toplevel
+  import grpc  # pylint: disable=import-outside-toplevel
+  from apache_beam.portability.api import beam_fn_api_pb2  # pylint: disable=import-outside-toplevel
+  from apache_beam.portability.api import beam_fn_api_pb2_grpc  # pylint: disable=import-outside-toplevel
   from apache_beam.runners.portability.fn_api_runner import fn_runner  # pylint: disable=import-outside-toplevel
+  from apache_beam.runners.portability.fn_api_runner import worker_handlers  # pylint: disable=import-outside-toplevel
   if apache_beam.__version__ != BEAM_VERSION:
     _log.warning('Beam %s, not %s: the embedded job service runs each job '
-                 'on one SDK worker, whatever beam.workers says',
+                 'on one SDK worker, whatever beam.workers says, and leaves '
+                 'the pool to stop it',
                  apache_beam.__version__, BEAM_VERSION)
     yield
     return
@@ -232,11 +257,26 @@ def _job_service_workers() -> Iterator[None]:
     runner._num_workers = workers if workers > 0 else os.cpu_count() or 1  # pylint: disable=protected-access
     return runner.run_via_runner_api(job._pipeline_proto, options)  # pylint: disable=protected-access
 
+  handler_class = worker_handlers.ExternalWorkerHandler
+  original_stop = handler_class.stop_worker
+
+  def stop_worker(handler):
+    pool = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(
+        grpc.insecure_channel(handler._external_payload.endpoint.url))  # pylint: disable=protected-access
+    try:
+      pool.StopWorker(beam_fn_api_pb2.StopWorkerRequest(
+          worker_id=handler.worker_id), timeout=STOP_GRACE + 5)
+    except grpc.RpcError as e:  # the worker ends with its control stream
+      _log.warning('Beam worker pool: could not stop worker %s: %s',
+                   handler.worker_id, e)
+
   job_class._invoke_runner = invoke_runner  # pylint: disable=protected-access
+  handler_class.stop_worker = stop_worker
   try:
     yield
   finally:
     job_class._invoke_runner = original  # pylint: disable=protected-access
+    handler_class.stop_worker = original_stop
 
 
 @contextlib.contextmanager
