@@ -144,7 +144,7 @@ BEAM_PROFILES = {
     # beam.worker_pool, or one that `run` and `predict` start on loopback
     # for the job (pipeline/worker_pool.py). The workers share nothing with
     # the launching process. The embedded job service asks the pool for
-    # direct_num_workers workers.
+    # direct_num_workers workers a job (worker_pool._job_service_workers).
     'portable': ['--runner=PortableRunner', '--job_endpoint=embed',
                  '--environment_type=EXTERNAL',
                  '--environment_config={worker_pool}',
@@ -183,7 +183,7 @@ class BeamConfig:
   job_endpoint: str = ''
   # portable: the worker pool's address (host:port of a running
   # `python -m apache_beam.runners.worker.worker_pool_main`); empty: `run`
-  # and `predict` start one on loopback for each job and stop it after.
+  # and `predict` start one on loopback for their jobs and stop it after.
   worker_pool: str = ''
   # portable: SDK worker processes per job; 0: one per core.
   workers: int = 0
