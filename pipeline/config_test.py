@@ -236,3 +236,12 @@ def test_runner_profiles_with_their_settings_are_accepted():
       '--direct_num_workers=3']
   with pytest.raises(ConfigError, match='beam.workers must be >= 0'):
     load_config(overrides=parse_overrides(['beam.workers=-1']))
+
+
+def test_stream_refuses_the_portable_profile(tmp_path):
+  result = run_cli(['stream', '--input', str(tmp_path), '--stream-output',
+                    str(tmp_path / 'out'), '--set', 'beam.profile=portable'])
+  assert result.exit_code == 2
+  assert result.stderr.startswith(
+      'error: stream cannot run on the portable Beam profile')
+  assert not (tmp_path / 'out').exists()

@@ -92,6 +92,7 @@ def test_no_marks_without_the_variable(tmp_path, monkeypatch, text):
     assert not marks.exists()
 
 
+@pytest.mark.e2e  # a Beam job
 def test_a_jobs_workers_end_with_it(tmp_path, monkeypatch):
   """A real job on the pool (PortableRunner, embedded job service): it
   runs on beam.workers worker processes of the pool's, which are gone
