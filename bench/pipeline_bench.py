@@ -9,11 +9,13 @@ the same benchmark run, it then runs:
 - the TFX taxi template shipped in the pinned tfx wheel (`tfx template copy
   --model=taxi`, every component switched on, its own local_runner.py);
 - this project's pipeline (`tfx-e2e run`, the taxi settings, no cache), on
-  the in-memory DirectRunner (`ours`) and the multi-process one (`ours-mp`).
+  the in-memory DirectRunner (`ours`), the multi-process one (`ours-mp`)
+  and Beam's portable runner with a worker pool (`ours-portable`).
 Each runs in its own process, from an empty output directory. Reported:
 wall time, each component's time (from MLMD), the peak memory of the
 process tree (sampled every 0.5 s) over the run and while each component
-ran, and the marginal cost per 100k rows between consecutive sizes. Memory
+ran, and the marginal cost per 100k rows between consecutive sizes (with the
+start-up cost: the wall time at no rows on the line through both sizes). Memory
 is the sum of the processes' PSS (shared pages counted once, so that the
 multi-process runner's workers are not charged three times for the same
 TensorFlow libraries); the sum of their RSS is shown too. Prints a Markdown
@@ -136,6 +138,9 @@ RUNNERS = {
     'template': run_template,
     'ours': run_ours,  # the in-memory DirectRunner
     'ours-mp': lambda work, data: run_ours(work, data, 'multi-process'),
+    # Beam's portable runner, SDK workers (one per core) from a worker pool
+    # on loopback that `run` starts.
+    'ours-portable': lambda work, data: run_ours(work, data, 'portable'),
 }
 
 
@@ -195,16 +200,20 @@ def main() -> None:
   # the fixed start-up costs are paid.
   for small, large in zip(sizes, sizes[1:]):
     print(f'\nMarginal cost from {small:,} to {large:,} rows:\n')
-    print('| pipeline | s per 100k rows | rows/s | ' + ' | '.join(
+    print('| pipeline | start-up s | s per 100k rows | rows/s | ' + ' | '.join(
         c.replace('Csv', '').replace('Example', 'Ex.') for c in COMPONENTS)
           + ' |')
-    print('| --- |' + ' ---: |' * (2 + len(COMPONENTS)))
+    print('| --- |' + ' ---: |' * (3 + len(COMPONENTS)))
     for name in names:
       seconds = results[large, name][0] - results[small, name][0]
       per_100k = [
           (results[large, name][4].get(c, 0) - results[small, name][4].get(
               c, 0)) / (large - small) * 1e5 for c in COMPONENTS]
-      print(f'| {name} | {seconds / (large - small) * 1e5:.1f} | '
+      # The wall time a run of no rows would take on the line through the
+      # two sizes: the fixed cost of the profile.
+      start_up = results[small, name][0] - seconds / (large - small) * small
+      print(f'| {name} | {start_up:.0f} | '
+            f'{seconds / (large - small) * 1e5:.1f} | '
             f'{(large - small) / seconds:,.0f} | ' + ' | '.join(
                 f'{s:.1f}' for s in per_100k) + ' |')
 

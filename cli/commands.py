@@ -34,6 +34,7 @@ from tfx_e2e.components import executors
 from tfx_e2e.formats import csv_rules
 from tfx_e2e.pipeline import input_check
 from tfx_e2e.pipeline import runner
+from tfx_e2e.pipeline import worker_pool
 
 _log = logging.getLogger(__name__)
 
@@ -459,13 +460,15 @@ def _predict(args: argparse.Namespace) -> int:
         allow_missing_columns=args.allow_missing_columns,
         csv_rules=csv_rules.CsvRules.of(config), log_dir=args.log_dir,
         model_name=config.model_name)
-    beam_args = config.beam_args() + list(args.beam_args)
-    print(f'Predicting {args.input} with {model_dir} (Beam: '
-          f'{" ".join(beam_args)}; log: {log_path})', flush=True)
-    try:
-      result = batch_predict.run(options, beam_args)
-    except prediction.PredictionInputError as e:
-      raise config_lib.ConfigError(str(e)) from None
+    # The portable profile's worker pool, if it needs one, lives for the job.
+    with worker_pool.for_jobs(config) as job_config:
+      beam_args = job_config.beam_args() + list(args.beam_args)
+      print(f'Predicting {args.input} with {model_dir} (Beam: '
+            f'{" ".join(beam_args)}; log: {log_path})', flush=True)
+      try:
+        result = batch_predict.run(options, beam_args)
+      except prediction.PredictionInputError as e:
+        raise config_lib.ConfigError(str(e)) from None
   print(f'Rows read: {result.rows_read:,}; predicted: '
         f'{result.rows_predicted:,}; dead-lettered: '
         f'{result.rows_dead_lettered:,}\n'
@@ -492,6 +495,11 @@ def _stream(args: argparse.Namespace) -> int:
     ConfigError.
   """
   config = load_config(args)
+  if config.beam_profile() == worker_pool.PORTABLE:
+    raise config_lib.ConfigError(
+        'stream cannot run on the portable Beam profile: its embedded job '
+        'service (Beam\'s FnApiRunner) runs bounded jobs only; use '
+        'in-memory, multi-process, dataflow, flink or spark')
   output_dir = Path(args.stream_output).resolve()
   log_path = output_dir / 'logs' / (
       f'stream-{datetime.datetime.now():%Y%m%d-%H%M%S}.log')

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfx_e2e.formats import csv_rules as csv_rules_lib
+from tfx_e2e.pipeline import worker_marks
 from tfx_e2e.inference import jobs
 from tfx_e2e.inference import prediction
 
@@ -229,6 +230,9 @@ class _ParseFile(beam.DoFn):
     self._passthrough = tuple(passthrough)
     self._read = counter('rows_read')
     self._dead = counter('rows_dead_lettered')
+
+  def setup(self):
+    worker_marks.mark('predict')
 
   def _dead_letters(self, path: str, bad: Sequence[Tuple[int, str, str]]):
     self._dead.inc(len(bad))

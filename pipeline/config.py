@@ -32,6 +32,9 @@ ORCHESTRATORS = ('local', 'beam')
 SOLVERS = ('least_squares', 'sgd')
 
 
+# A job server's or worker pool's address.
+_HOST_PORT = re.compile(r'(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}')
+
 # Characters that TFX and Beam read as file patterns, not as names.
 FILE_PATTERN_CHARS = re.compile(r'[*?\[\]{}]')
 
@@ -135,6 +138,17 @@ BEAM_PROFILES = {
                  '--region={region}', '--temp_location={temp_location}',
                  '--sdk_container_image={image}',
                  '--experiments=use_runner_v2'],
+    # Beam's portable runner (Job API and Fn API, as Flink, Spark and
+    # Dataflow's Runner v2 speak them) with its embedded Python job service,
+    # and SDK workers from an external worker pool: the one at
+    # beam.worker_pool, or one that `run` and `predict` start on loopback
+    # for the job (pipeline/worker_pool.py). The workers share nothing with
+    # the launching process. The embedded job service asks the pool for
+    # direct_num_workers workers a job (worker_pool._job_service_workers).
+    'portable': ['--runner=PortableRunner', '--job_endpoint=embed',
+                 '--environment_type=EXTERNAL',
+                 '--environment_config={worker_pool}',
+                 '--direct_num_workers={workers}'],
     # Portable runners: a Flink or Spark job server at job_endpoint; SDK
     # workers run the pipeline image, which has this package installed.
     'flink': ['--runner=PortableRunner', '--job_endpoint={job_endpoint}',
@@ -164,8 +178,15 @@ class BeamConfig:
   project: str = ''
   region: str = ''
   temp_location: str = ''
-  # Flink / Spark job server (PortableRunner):
-  job_endpoint: str = 'localhost:8099'
+  # Flink / Spark job server (PortableRunner), host:port; required by
+  # those profiles (there is no default a cluster would share).
+  job_endpoint: str = ''
+  # portable: the worker pool's address (host:port of a running
+  # `python -m apache_beam.runners.worker.worker_pool_main`); empty: `run`
+  # and `predict` start one on loopback for their jobs and stop it after.
+  worker_pool: str = ''
+  # portable: SDK worker processes per job; 0: one per core.
+  workers: int = 0
   # Appended after the profile's options.
   extra_args: List[str] = dataclasses.field(default_factory=list)
   # This project's faster executors for CsvExampleGen, StatisticsGen,
@@ -341,6 +362,12 @@ class PipelineConfig:
       if profile not in allowed:
         raise ConfigError(f'Beam profile {profile!r} is not one of '
                           f'{", ".join(allowed)}')
+    if self.beam.profile != AUTO_PROFILE:
+      self.check_runner('beam.profile', self.beam.profile)
+    self.check_runner('kubeflow.beam_profile', self.kubeflow.beam_profile,
+                      on_cluster=True)
+    if self.beam.workers < 0:
+      raise ConfigError('beam.workers must be >= 0 (0: one per core)')
     if self.orchestrator not in ORCHESTRATORS:
       raise ConfigError(f'orchestrator must be one of {ORCHESTRATORS}, '
                         f'not {self.orchestrator!r}')
@@ -395,6 +422,41 @@ class PipelineConfig:
           raise ConfigError(f'kubeflow.pods.{name}.{resource} must be > 0, '
                             f'not {value}')
     return self
+
+  def check_runner(self, key: str, profile: str,
+                   on_cluster: bool = False) -> None:
+    """Refuses a Beam profile whose runner lacks a setting it needs, before
+    any job is submitted: one message naming every missing setting.
+
+    Args:
+      key: the setting that chose the profile (for the message).
+      profile: a BEAM_PROFILES key.
+      on_cluster: the profile runs in Kubeflow's pods, where no worker
+        pool is started for the job.
+    """
+    beam = self.beam
+    missing = []
+    if profile == 'dataflow':
+      missing += [f'beam.{name}' for name in ('project', 'region')
+                  if not getattr(beam, name).strip()]
+      if not re.fullmatch(r'gs://[^/]+(/.*)?', beam.temp_location.strip()):
+        missing.append('beam.temp_location (a gs:// path, '
+                       f'not {beam.temp_location!r})' if beam.temp_location
+                       else 'beam.temp_location (a gs:// path)')
+    elif profile in ('flink', 'spark'):
+      if not _HOST_PORT.fullmatch(beam.job_endpoint.strip()):
+        missing.append('beam.job_endpoint (host:port of the job server'
+                       + (f', not {beam.job_endpoint!r})'
+                          if beam.job_endpoint else ')'))
+    elif profile == 'portable':
+      if beam.worker_pool and not _HOST_PORT.fullmatch(beam.worker_pool):
+        missing.append('beam.worker_pool (host:port of a worker pool, or '
+                       f'empty to start one; not {beam.worker_pool!r})')
+      elif on_cluster and not beam.worker_pool:
+        missing.append('beam.worker_pool (host:port of a worker pool the '
+                       'pods reach: none is started on a cluster)')
+    if missing:
+      raise ConfigError(f'{key} {profile!r} needs ' + '; '.join(missing))
 
   def _validate_evaluation(self) -> None:
     evaluation = self.evaluation

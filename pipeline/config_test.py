@@ -6,6 +6,7 @@ import re
 import pytest
 
 from tfx_e2e.cli import commands as cli
+from tests.conftest import run_cli
 from tfx_e2e.pipeline import config as config_lib
 from tfx_e2e.pipeline.config import (BUNDLED_TAXI_CSV, ConfigError,
                                      PipelineConfig, load_config,
@@ -215,3 +216,69 @@ def test_monitoring_thresholds_per_feature_from_yaml_and_set(tmp_path):
 def test_bad_monitoring_settings_are_refused(overrides, message):
   with pytest.raises(ConfigError, match=re.escape(message)):
     config_lib.load_config(None, config_lib.parse_overrides(overrides))
+
+
+@pytest.mark.parametrize('settings,message', [
+    (['beam.profile=dataflow'],
+     "beam.profile 'dataflow' needs beam.project; beam.region; "
+     'beam.temp_location (a gs:// path)'),
+    (['beam.profile=dataflow', 'beam.project=p', 'beam.region=r',
+      'beam.temp_location=/tmp/x'],
+     "beam.profile 'dataflow' needs beam.temp_location (a gs:// path, not "
+     "'/tmp/x')"),
+    (['beam.profile=flink'],
+     "beam.profile 'flink' needs beam.job_endpoint (host:port of the job "
+     'server)'),
+    (['kubeflow.beam_profile=spark', 'beam.job_endpoint=spark-master'],
+     "kubeflow.beam_profile 'spark' needs beam.job_endpoint (host:port of "
+     "the job server, not 'spark-master')"),
+    (['kubeflow.beam_profile=portable'],
+     "kubeflow.beam_profile 'portable' needs beam.worker_pool (host:port of "
+     'a worker pool the pods reach: none is started on a cluster)'),
+    (['beam.profile=portable', 'beam.worker_pool=nowhere'],
+     "beam.profile 'portable' needs beam.worker_pool (host:port of a worker "
+     "pool, or empty to start one; not 'nowhere')"),
+])
+@pytest.mark.parametrize('command', ['run', 'compile'])
+def test_runner_profiles_missing_settings_are_refused(settings, message,
+                                                      command, tmp_path):
+  """By `run` and `compile` alike, before anything runs or is written: one
+  message, exit 2."""
+  args = [command, '--output', str(tmp_path / 'out')] if command == 'run' else [
+      command, '--pipeline-file', str(tmp_path / 'p.yaml')]
+  for setting in settings:
+    args += ['--set', setting]
+  result = run_cli(args)
+  assert result.exit_code == 2
+  assert result.stderr == f'error: {message}\n'
+  assert not list(tmp_path.iterdir())
+
+
+def test_runner_profiles_with_their_settings_are_accepted():
+  for overrides in (
+      ['beam.profile=dataflow', 'beam.project=p', 'beam.region=europe-west1',
+       'beam.temp_location=gs://bucket/tmp'],
+      ['beam.profile=flink', 'beam.job_endpoint=flink:8099'],
+      ['kubeflow.beam_profile=spark', 'beam.job_endpoint=[::1]:8099'],
+      ['beam.profile=portable'],
+      ['kubeflow.beam_profile=portable', 'beam.worker_pool=pool:50000',
+       'beam.workers=4']):
+    load_config(overrides=parse_overrides(overrides))
+  config = load_config(overrides=parse_overrides(
+      ['beam.profile=portable', 'beam.worker_pool=localhost:50000',
+       'beam.workers=3']))
+  assert config.beam_args() == [
+      '--runner=PortableRunner', '--job_endpoint=embed',
+      '--environment_type=EXTERNAL', '--environment_config=localhost:50000',
+      '--direct_num_workers=3']
+  with pytest.raises(ConfigError, match='beam.workers must be >= 0'):
+    load_config(overrides=parse_overrides(['beam.workers=-1']))
+
+
+def test_stream_refuses_the_portable_profile(tmp_path):
+  result = run_cli(['stream', '--input', str(tmp_path), '--stream-output',
+                    str(tmp_path / 'out'), '--set', 'beam.profile=portable'])
+  assert result.exit_code == 2
+  assert result.stderr.startswith(
+      'error: stream cannot run on the portable Beam profile')
+  assert not (tmp_path / 'out').exists()

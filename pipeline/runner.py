@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from tfx_e2e.pipeline import input_check
+from tfx_e2e.pipeline import worker_pool
 from tfx_e2e.pipeline.config import PipelineConfig, save_run_config
 
 _log = logging.getLogger(__name__)
@@ -203,16 +204,19 @@ def _run(config: PipelineConfig, report: input_check.InputReport,
   from tfx_e2e.pipeline.pipeline import compile_ir, create_pipeline
 
   profile = config.beam_profile(report.rows)
-  tfx_pipeline = create_pipeline(dataclasses.replace(
-      config, beam=dataclasses.replace(config.beam, profile=profile)),
-                                 input_digest=report.key)
-  with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
-    try:
-      _dag_runner(config.orchestrator).run_with_ir(compile_ir(tfx_pipeline))
-    except Exception as e:  # pylint: disable=broad-except
-      failed = watcher.current or 'the pipeline'
-      first_line = (str(e).strip().splitlines() or [''])[0][:300]
-      raise ComponentFailed(
-          f'{failed} failed: {type(e).__name__}: {first_line}') from e
+  # The portable profile's worker pool, if it needs one, lives for the run.
+  with worker_pool.for_jobs(config, profile) as job_config:
+    tfx_pipeline = create_pipeline(dataclasses.replace(
+        job_config, beam=dataclasses.replace(job_config.beam,
+                                             profile=profile)),
+                                   input_digest=report.key)
+    with _ProgressReporter(progress, len(tfx_pipeline.components)) as watcher:
+      try:
+        _dag_runner(config.orchestrator).run_with_ir(compile_ir(tfx_pipeline))
+      except Exception as e:  # pylint: disable=broad-except
+        failed = watcher.current or 'the pipeline'
+        first_line = (str(e).strip().splitlines() or [''])[0][:300]
+        raise ComponentFailed(
+            f'{failed} failed: {type(e).__name__}: {first_line}') from e
   return RunOutcome(report, results_lib.load_run_results(config), profile,
                     config)

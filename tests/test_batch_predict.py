@@ -5,6 +5,7 @@ and its predictions equal the serving API's for the same rows."""
 import csv
 import glob
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import tensorflow as tf
 
 from tfx_e2e.inference import batch_predict
 from tfx_e2e.inference import prediction
+from tfx_e2e.pipeline import worker_marks
 from tfx_e2e.pipeline.config import BUNDLED_TAXI_CSV
 from tests.conftest import (dead_letters_written, predictions_written,
                             read_csv, run_cli, write_csv)
@@ -295,3 +297,41 @@ def test_unknown_id_or_passthrough_columns_are_refused(taxi_run, tmp_path):
                       flag, 'nope'])
     assert result.exit_code == 2, result
     assert "has no column 'nope'" in result.stderr
+
+
+def test_portable_profile_predicts_as_in_memory(batch, taxi_pushed_model,
+                                                tmp_path, monkeypatch):
+  """The same job on the portable profile (a worker pool on loopback, two
+  SDK workers): the same predictions and dead letters, parsed and scored
+  in the pool's worker processes (their own marks), none left after."""
+  _, work, _, _ = batch
+  marks = tmp_path / 'marks'
+  monkeypatch.setenv(worker_marks.ENV, str(marks))
+  portable = tmp_path / 'portable'
+  result = run_cli(['predict', '--input', str(work / 'in' / '*.csv'),
+                    '--output-prefix', str(portable / 'out' / 'pred'),
+                    '--model', str(taxi_pushed_model),
+                    '--passthrough', 'fare,payment_type',
+                    '--set', 'beam.profile=portable', '--set', 'beam.workers=2'])
+  assert result.exit_code == 0, result.stderr
+  assert '--environment_type=EXTERNAL' in result.stdout
+  by_key = lambda records: sorted(records, key=lambda r: r.get('key') or (
+      r['file'], r['line']))
+  assert by_key(predictions_written(portable)) == by_key(
+      predictions_written(work))
+  assert by_key(dead_letters_written(portable)) == by_key(
+      dead_letters_written(work))
+  processes = worker_marks.read(str(marks))['predict']
+  assert processes and all(pid != os.getpid() for pid, _ in processes)
+  (pool,) = {ppid for _, ppid in processes}
+  assert pool != os.getpid()
+  assert not any(_alive(pid) for pid, _ in processes | {(pool, 0)})
+
+
+def _alive(pid: int) -> bool:
+  """Whether process `pid` runs (a zombie does not)."""
+  try:
+    stat = Path(f'/proc/{pid}/stat').read_text()
+  except OSError:
+    return False
+  return stat[stat.rindex(')') + 2] != 'Z'

@@ -163,22 +163,78 @@ def test_kustomizations_reference_existing_files():
       assert (kustomization.parent / entry).exists(), (kustomization, entry)
 
 
+DOCKERFILE = REPO_ROOT / 'deploy' / 'kubeflow' / 'Dockerfile'
+
+
+def _stages():
+  """The Dockerfile's build stages: [(base image, [instruction, ...])],
+  continuation lines joined."""
+  text = re.sub(r'\\\n\s*', ' ', DOCKERFILE.read_text())
+  stages = []
+  for line in text.splitlines():
+    line = line.strip()
+    if not line or line.startswith('#'):
+      continue
+    if line.startswith('FROM '):
+      stages.append((line.split()[1], []))
+    else:
+      stages[-1][1].append(line)
+  return stages
+
+
 def test_dockerfile_copies_existing_files_and_installs_as_ci_does():
-  dockerfile = (REPO_ROOT / 'deploy' / 'kubeflow' / 'Dockerfile').read_text()
-  assert re.search(r'^FROM tensorflow/tfx:1\.16\.0$', dockerfile, re.M)
-  for sources in re.findall(r'^COPY (.+) \S+$', dockerfile, re.M):
-    for source in sources.split():
+  """A slim Python 3.10 with exactly the installs of the Makefile (which CI
+  runs), the package's every folder, and nothing from the build stage but
+  the installed Python."""
+  (build_base, build), (base, final) = _stages()
+  assert build_base == base == 'python:3.10-slim'
+  copies = [line.split()[1:] for line in build + final
+            if line.startswith('COPY ') and '--from=' not in line]
+  for *sources, _ in copies:
+    for source in sources:
       assert (REPO_ROOT / source).exists(), source
+  # The Makefile's two installs, in its order, and no other.
   makefile = (REPO_ROOT / 'Makefile').read_text()
-  for install in re.findall(r'-m pip install (.+)$', dockerfile, re.M):
-    assert f'-m pip install {install.replace("--no-deps .", "--no-deps -e .")}' \
-        in makefile, install
-  assert 'ENV TF_USE_LEGACY_KERAS=1' in dockerfile
-  # Every folder the package is made of is in the image.
+  make_installs = [args.replace('--no-deps -e .', '--no-deps .')
+                   for args in re.findall(
+                       r'\$\(BIN\)/python -m pip install (.+)$', makefile,
+                       re.M)]
+  installs = [re.search(r'python -m pip install (.+)$', line).group(1)
+              for line in build if 'pip install' in line]
+  assert installs == make_installs and len(installs) == 2
+  assert not any('pip install' in line for line in final)
+  # The lock is copied from the repository, not another file.
+  assert ['requirements/lock.txt', 'requirements/lock.txt'] in copies
+  # Every folder the package is made of is in the build of the package.
   setup = (REPO_ROOT / 'setup.py').read_text()
   rooms = ast.literal_eval(re.search(r'^ROOMS = (\[.*?\])', setup,
                                      re.M | re.S).group(1))
-  copied = {source for sources in re.findall(r'^COPY (.+) \S+$', dockerfile,
-                                             re.M)
-            for source in sources.split()}
+  copied = {source for *sources, _ in copies for source in sources}
   assert {room.split('/')[0] for room in rooms} <= copied
+  assert 'COPY --from=build /usr/local /usr/local' in final
+  assert 'ENV TF_USE_LEGACY_KERAS=1' in final
+
+
+def test_one_image_for_kubeflow_components_and_beam_workers():
+  """Beam's SDK boot is the entrypoint (Dataflow, Flink and Spark start the
+  image as it is); Kubeflow's command for each component replaces it and
+  runs with the image's Python, where the package is installed."""
+  from tfx_e2e.pipeline import kubeflow  # pylint: disable=import-outside-toplevel
+  _, (_, final) = _stages()
+  assert ('COPY --from=apache/beam_python3.10_sdk:2.59.0 /opt/apache/beam '
+          '/opt/apache/beam') in final
+  assert final[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
+  # The pinned Beam and Python are the boot's.
+  lock = (REPO_ROOT / 'requirements' / 'lock.txt').read_text()
+  assert 'apache-beam==2.59.0' in lock.splitlines()
+  assert 'ENV RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1' in final
+  python, flag, module = kubeflow.COMMAND
+  # python:3.10-slim's python is on PATH (/usr/local/bin, copied whole).
+  assert (python, flag) == ('python', '-m')
+  package, _, rest = module.partition('.')
+  assert package == 'tfx_e2e'
+  room, name = rest.rsplit('.', 1)
+  assert (REPO_ROOT / room.replace('.', '/') / f'{name}.py').is_file()
+  assert room.replace('.', '/') in ast.literal_eval(re.search(
+      r'^ROOMS = (\[.*?\])', (REPO_ROOT / 'setup.py').read_text(),
+      re.M | re.S).group(1))

@@ -72,6 +72,7 @@ from tfx.utils import proto_utils
 from tfx_e2e.components import screened_example_gen
 from tfx_e2e.components.executors import examples_io
 from tfx_e2e.formats import csv_rules
+from tfx_e2e.pipeline import worker_marks
 # The type rule (TFX's: int, else float, else text), shared with the gate.
 from tfx_e2e.formats.csv_rules import (FLOAT, INT, STRING, UNKNOWN,
                                        column_type)
@@ -395,6 +396,9 @@ class _WriteRange(beam.DoFn):
     self._split_dirs = split_dirs
     self._buckets = buckets  # cumulative hash buckets; None: one split
     self._staging_dir = staging_dir
+
+  def setup(self):
+    worker_marks.mark('CsvExampleGen')
 
   def process(self, numbered_range: Tuple[int, int, Range],
               types: Dict[str, int]) -> Iterator[int]:

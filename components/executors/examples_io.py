@@ -51,6 +51,7 @@ from tfx_bsl.tfxio import record_based_tfxio
 from tfx_bsl.tfxio import tf_example_record
 
 from tfx_e2e.components import served_baseline
+from tfx_e2e.pipeline import worker_marks
 
 _log = logging.getLogger(__name__)
 
@@ -113,13 +114,15 @@ class _DecodeFile(beam.DoFn):
   """A TFRecord file -> RecordBatches of its decoded tf.Examples."""
 
   def __init__(self, batch_size: int, schema: Optional[bytes],
-               raw_record_column_name: Optional[str]):
+               raw_record_column_name: Optional[str], label: str = ''):
     self._batch_size = batch_size
     self._schema = schema  # serialized
     self._raw_record_column_name = raw_record_column_name
+    self._label = label  # the component reading (worker_marks)
     self._decoder = None
 
   def setup(self):
+    worker_marks.mark(self._label or 'FileBatchedRecords')
     self._decoder = (example_coder.ExamplesToRecordBatchDecoder(self._schema)
                      if self._schema else
                      example_coder.ExamplesToRecordBatchDecoder())
@@ -195,13 +198,16 @@ class _DecodeFile(beam.DoFn):
 class FileBatchedRecords(tf_example_record.TFExampleRecord):
   """TFExampleRecord whose BeamSource decodes whole files in one DoFn."""
 
+  # The component that reads (worker_marks), set by `file_batched`.
+  label = ''
+
   def BeamSource(self, batch_size: Optional[int] = None) -> beam.PTransform:
     files = sorted(path for pattern in self._file_pattern
                    for path in tf.io.gfile.glob(pattern))
     schema = self._GetSchemaForDecoding()
     decode = _DecodeFile(batch_size or DEFAULT_BATCH_SIZE,
                          schema.SerializeToString() if schema else None,
-                         self.raw_record_column_name)
+                         self.raw_record_column_name, self.label)
 
     @beam.ptransform_fn
     def read(pipeline_or_pcoll):
@@ -214,26 +220,31 @@ class FileBatchedRecords(tf_example_record.TFExampleRecord):
 
   def _ProjectImpl(self, tensor_names: List[str]):
     projected = super()._ProjectImpl(tensor_names)
-    return FileBatchedRecords(
+    reader = FileBatchedRecords(
         file_pattern=self._file_pattern,
         schema=projected._schema,  # pylint: disable=protected-access
         raw_record_column_name=self.raw_record_column_name,
         telemetry_descriptors=self.telemetry_descriptors)
+    reader.label = self.label
+    return reader
 
 
-def file_batched(tfxio):
-  """`tfxio` as FileBatchedRecords if it is a TFExampleRecord, else as is."""
+def file_batched(tfxio, label: str = ''):
+  """`tfxio` as FileBatchedRecords if it is a TFExampleRecord, else as is.
+  `label` names the component that reads (worker_marks)."""
   if type(tfxio) is not tf_example_record.TFExampleRecord:  # pylint: disable=unidiomatic-typecheck
     return tfxio
-  return FileBatchedRecords(
+  reader = FileBatchedRecords(
       file_pattern=tfxio._file_pattern,  # pylint: disable=protected-access
       schema=tfxio._schema,  # pylint: disable=protected-access
       raw_record_column_name=tfxio.raw_record_column_name,
       telemetry_descriptors=tfxio.telemetry_descriptors)
+  reader.label = label
+  return reader
 
 
 @contextlib.contextmanager
-def _file_batched_make_tfxio():
+def _file_batched_make_tfxio(label: str = ''):
   """tfxio_utils.make_tfxio returns file_batched readers, for a while.
 
   A patch of a TFX function (tfx.components.util.tfxio_utils.make_tfxio),
@@ -243,7 +254,7 @@ def _file_batched_make_tfxio():
   """
   make_tfxio = tfxio_utils.make_tfxio
   tfxio_utils.make_tfxio = lambda *args, **kwargs: file_batched(
-      make_tfxio(*args, **kwargs))
+      make_tfxio(*args, **kwargs), label)
   try:
     yield
   finally:
@@ -257,22 +268,25 @@ class _FileBatchedDo:
   work to a TransformProcessor of its own, whose hook it is.
   """
 
+  # The component, as worker_marks names it.
+  LABEL = ''
+
   def Do(self, input_dict, output_dict, exec_properties):
-    with _file_batched_make_tfxio():
+    with _file_batched_make_tfxio(self.LABEL):
       super().Do(input_dict, output_dict, exec_properties)
 
 
 class TransformExecutor(_FileBatchedDo, transform_executor.Executor):
-  pass
+  LABEL = 'Transform'
 
 
 class StatisticsGenExecutor(_FileBatchedDo, statistics_gen_executor.Executor):
-  pass
+  LABEL = 'StatisticsGen'
 
 
 class EvaluatorExecutor(_FileBatchedDo, served_baseline.BaselineOrNone,
                         evaluator_executor.Executor):
-  pass
+  LABEL = 'Evaluator'
 
 
 # TFX's components (same specs, artifacts and ids) with these executors.
