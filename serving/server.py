@@ -16,12 +16,15 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfx_e2e.serving.model_config import ModelConfig, VersionPolicy
+
+if TYPE_CHECKING:  # imported where used: it loads TensorFlow
+  from tfx_e2e.serving import request_log
 
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
