@@ -209,13 +209,15 @@ def _stopped_on_signals(pool: WorkerPool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _job_service_workers() -> Iterator[None]:
+def _job_service_workers(enabled: bool = True) -> Iterator[None]:
   """While it lasts, Beam's embedded job service runs each job on
   `--direct_num_workers` SDK workers (0: one per core) instead of one, and
   has the pool stop them when the job ends.
 
-  Two patches, written for Beam 2.59.0 (any other version gets neither,
-  with a warning):
+  Two patches of Beam's internals, behind `beam.fast_paths` (`enabled`)
+  like the fast executors, and written for Beam 2.59.0 (any other version
+  gets neither, with a warning); without them Beam's own job service runs
+  as it is, one worker a job, its workers stopped with the pool:
   - local_job_service.BeamJob._invoke_runner: its FnApiRunner reads
     direct_num_workers only in `run_pipeline`, which the job service
     bypasses (it calls `run_via_runner_api`), so every job got one worker,
@@ -237,6 +239,9 @@ def _job_service_workers() -> Iterator[None]:
   from apache_beam.portability.api import beam_fn_api_pb2_grpc  # pylint: disable=import-outside-toplevel
   from apache_beam.runners.portability.fn_api_runner import fn_runner  # pylint: disable=import-outside-toplevel
   from apache_beam.runners.portability.fn_api_runner import worker_handlers  # pylint: disable=import-outside-toplevel
+  if not enabled:
+    yield
+    return
   if apache_beam.__version__ != BEAM_VERSION:
     _log.warning('Beam %s, not %s: the embedded job service runs each job '
                  'on one SDK worker, whatever beam.workers says, and leaves '
@@ -302,13 +307,14 @@ def for_jobs(config: PipelineConfig, profile: Optional[str] = None
     yield config
     return
   if config.beam.worker_pool:
-    with _job_service_workers():
+    with _job_service_workers(config.beam.fast_paths):
       yield config
     return
   pool = WorkerPool()
   atexit.register(pool.stop)
   try:
-    with _stopped_on_signals(pool), _job_service_workers():
+    with _stopped_on_signals(pool), _job_service_workers(
+        config.beam.fast_paths):
       try:
         pool.wait_ready()
       except RuntimeError as e:
