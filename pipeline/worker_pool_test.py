@@ -4,6 +4,7 @@ started and stopped with its process group."""
 import os
 import signal
 import socket
+import time
 
 from apache_beam.runners.portability import local_job_service
 import pytest
@@ -48,6 +49,12 @@ def test_a_started_pool_listens_then_goes_with_its_group():
   assert not worker_pool._group_alive(pool)  # pylint: disable=protected-access
 
 
+def _state(pid: int) -> str:
+  """The process state letter of /proc/PID/stat (T: stopped)."""
+  with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+    return f.read().rpartition(')')[2].split()[0]
+
+
 def test_stop_kills_a_group_that_ignores_sigterm(monkeypatch):
   """A stopped (SIGSTOP) pool does not act on SIGTERM, as a stuck process
   would not: SIGKILL after the grace period."""
@@ -56,6 +63,12 @@ def test_stop_kills_a_group_that_ignores_sigterm(monkeypatch):
   try:
     pool.wait_ready()
     os.kill(pool.pid, signal.SIGSTOP)
+    # Stopped for real before the SIGTERM: a pending SIGSTOP would lose the
+    # race to it (lower signal numbers are taken first).
+    deadline = time.monotonic() + 10
+    while _state(pool.pid) != 'T' and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert _state(pool.pid) == 'T'
     pool.stop()
     assert not worker_pool._group_alive(pool.pid)  # pylint: disable=protected-access
     assert pool.process.returncode == -signal.SIGKILL
