@@ -25,6 +25,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
 
+from tfx_e2e.serving import api
+
 Row = Dict[str, Optional[list]]
 _DECODER = example_coder.ExamplesToRecordBatchDecoder()
 
@@ -63,19 +65,10 @@ def _example_rows(examples: Iterable[tf.train.Example],
 def _input_examples(model_input) -> List[bytes]:
   """The serialized examples of a Regress/Classify Input (with its
   context merged into each)."""
-  kind = model_input.WhichOneof('kind')
-  if kind == 'example_list':
-    return [e.SerializeToString() for e in model_input.example_list.examples]
-  if kind == 'example_list_with_context':
-    both = model_input.example_list_with_context
-    serialized = []
-    for example in both.examples:
-      merged = tf.train.Example()
-      merged.CopyFrom(both.context)
-      merged.MergeFrom(example)
-      serialized.append(merged.SerializeToString())
-    return serialized
-  raise BadRecord('a request without examples')
+  serialized = api.serialized_examples(model_input)
+  if serialized is None:
+    raise BadRecord('a request without examples')
+  return serialized
 
 
 def _present(value) -> bool:

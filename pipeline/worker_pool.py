@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
 
 from tfx_e2e.pipeline.config import ConfigError, PipelineConfig
 
@@ -149,8 +149,9 @@ def _signal_group(pgid: int, signum: int) -> None:
     os.killpg(pgid, signum)
 
 
-def _group_alive(pgid: int) -> bool:
-  """Whether any process of group `pgid` lives (zombies aside)."""
+def live_processes() -> Iterator[Tuple[int, int, int]]:
+  """(pid, parent pid, process group) of each live process, zombies aside
+  (from /proc)."""
   for entry in Path('/proc').iterdir():
     if not entry.name.isdigit():
       continue
@@ -159,10 +160,14 @@ def _group_alive(pgid: int) -> bool:
     except OSError:
       continue
     # After the command's closing parenthesis: state, ppid, pgrp, ...
-    fields = stat[stat.rindex(')') + 2:].split()
-    if int(fields[2]) == pgid and fields[0] != 'Z':
-      return True
-  return False
+    state, ppid, pgrp = stat[stat.rindex(')') + 2:].split()[:3]
+    if state != 'Z':
+      yield int(entry.name), int(ppid), int(pgrp)
+
+
+def _group_alive(pgid: int) -> bool:
+  """Whether any process of group `pgid` lives (zombies aside)."""
+  return any(pgrp == pgid for _, _, pgrp in live_processes())
 
 
 # Ctrl-C and SIGTERM; each ends the command with its usual status: 130

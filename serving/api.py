@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from google.protobuf import json_format
 import numpy as np
@@ -93,6 +93,24 @@ class ModelService:
         'metadata': {'signature_def': json_format.MessageToDict(
             signatures, preserving_proto_field_name=True)},
     }
+
+
+def serialized_examples(model_input) -> Optional[List[bytes]]:
+  """The serialized tf.Examples of a Regress/Classify `Input`, its context
+  merged into each (example_list_with_context), or None when it has none."""
+  kind = model_input.WhichOneof('kind')
+  if kind == 'example_list':
+    return [e.SerializeToString() for e in model_input.example_list.examples]
+  if kind == 'example_list_with_context':
+    with_context = model_input.example_list_with_context
+    serialized = []
+    for example in with_context.examples:
+      merged = tf.train.Example()
+      merged.CopyFrom(with_context.context)
+      merged.MergeFrom(example)
+      serialized.append(merged.SerializeToString())
+    return serialized
+  return None
 
 
 def fill_model_spec(spec: model_pb2.ModelSpec, servable: Servable,

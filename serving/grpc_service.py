@@ -43,19 +43,10 @@ def _answered_by(response, servable, request) -> None:
 
 def _serialized_examples(model_input) -> list:
   """Serialized tf.Examples of an Input (example_list or with context)."""
-  kind = model_input.WhichOneof('kind')
-  if kind == 'example_list':
-    return [e.SerializeToString() for e in model_input.example_list.examples]
-  if kind == 'example_list_with_context':
-    with_context = model_input.example_list_with_context
-    serialized = []
-    for example in with_context.examples:
-      merged = tf.train.Example()
-      merged.CopyFrom(with_context.context)
-      merged.MergeFrom(example)
-      serialized.append(merged.SerializeToString())
-    return serialized
-  raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
+  serialized = api.serialized_examples(model_input)
+  if serialized is None:
+    raise ServingError(Code.INVALID_ARGUMENT, 'Input is empty.')
+  return serialized
 
 
 def _guard(method):

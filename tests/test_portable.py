@@ -21,6 +21,7 @@ import pytest
 
 from tfx_e2e.pipeline import runner
 from tfx_e2e.pipeline import worker_marks
+from tfx_e2e.pipeline import worker_pool
 from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
 from tests.conftest import run_cli
@@ -53,18 +54,8 @@ def pool_pid(output: Path) -> int:
 
 def processes_of(pool: int):
   """Live processes (zombies aside) of the pool's group or children."""
-  found = []
-  for entry in Path('/proc').iterdir():
-    if not entry.name.isdigit():
-      continue
-    try:
-      stat = (entry / 'stat').read_text()
-    except OSError:
-      continue
-    state, ppid, pgrp = stat[stat.rindex(')') + 2:].split()[:3]
-    if state != 'Z' and pool in (int(entry.name), int(ppid), int(pgrp)):
-      found.append(int(entry.name))
-  return found
+  return [pid for pid, ppid, pgrp in worker_pool.live_processes()
+          if pool in (pid, ppid, pgrp)]
 
 
 @pytest.fixture
