@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -581,6 +582,27 @@ def _stream_logged(args: argparse.Namespace, config: config_lib.PipelineConfig,
 EXIT_OUT_OF_BOUNDS = 3  # monitor: skew, drift or anomalies in a window
 
 
+def _monitor_logged(args: argparse.Namespace,
+                    config: config_lib.PipelineConfig, output_dir: str,
+                    log_path: Path, beam_args):
+  """The monitor's Beam job, its logs in `log_path`."""
+  with _logs_to_file(log_path, args.verbose):
+    from tfx_e2e.monitoring import monitor  # pylint: disable=import-outside-toplevel
+    try:
+      baseline_of = None
+      if args.baseline_statistics or args.baseline_schema:
+        if not (args.baseline_statistics and args.baseline_schema):
+          raise monitor.MonitorInputError(
+              '--baseline-statistics and --baseline-schema go together')
+        given = monitor.baseline_from_files(args.baseline_statistics,
+                                            args.baseline_schema)
+        baseline_of = lambda version: given  # pylint: disable=unnecessary-lambda-assignment
+      return monitor.run(config, args.logs, output_dir, beam_args,
+                         baseline_of)
+    except monitor.MonitorInputError as e:
+      raise config_lib.ConfigError(str(e)) from None
+
+
 def _monitor(args: argparse.Namespace) -> int:
   """`tfx-e2e monitor`: skew and drift of logged requests (a Beam job).
 
@@ -597,31 +619,19 @@ def _monitor(args: argparse.Namespace) -> int:
         f'monitoring.window_seconds={args.window}']
   config = load_config(args)
   output_dir = (args.monitor_output or str(config.output_path / 'monitoring'))
-  log_path = Path(output_dir).resolve() / 'logs' / (
-      f'monitor-{datetime.datetime.now():%Y%m%d-%H%M%S}.log') if (
-          '://' not in output_dir) else Path(
-              __import__('tempfile').gettempdir(), 'tfx-e2e-logs',
-              f'monitor-{datetime.datetime.now():%Y%m%d-%H%M%S}.log')
-  beam_args = config.beam_args() + list(args.beam_args)
-  print(f'Monitoring {args.logs} against the training data of the run in '
-        f'{config.output_path} (windows of '
-        f'{config.monitoring.window_seconds} s; Beam: {" ".join(beam_args)}; '
-        f'log: {log_path})', flush=True)
-  with _logs_to_file(log_path, args.verbose):
-    from tfx_e2e.monitoring import monitor  # pylint: disable=import-outside-toplevel
-    try:
-      baseline_of = None
-      if args.baseline_statistics or args.baseline_schema:
-        if not (args.baseline_statistics and args.baseline_schema):
-          raise monitor.MonitorInputError(
-              '--baseline-statistics and --baseline-schema go together')
-        given = monitor.baseline_from_files(args.baseline_statistics,
-                                            args.baseline_schema)
-        baseline_of = lambda version: given  # pylint: disable=unnecessary-lambda-assignment
-      result = monitor.run(config, args.logs, output_dir, beam_args,
-                           baseline_of)
-    except monitor.MonitorInputError as e:
-      raise config_lib.ConfigError(str(e)) from None
+  # A remote output (gs://) keeps its log on this machine.
+  log_name = f'monitor-{datetime.datetime.now():%Y%m%d-%H%M%S}.log'
+  log_path = (Path(output_dir).resolve() / 'logs' / log_name
+              if '://' not in output_dir else
+              Path(tempfile.gettempdir(), 'tfx-e2e-logs', log_name))
+  # The portable profile's worker pool, if it needs one, lives for the job.
+  with worker_pool.for_jobs(config) as job_config:
+    beam_args = job_config.beam_args() + list(args.beam_args)
+    print(f'Monitoring {args.logs} against the training data of the run in '
+          f'{config.output_path} (windows of '
+          f'{config.monitoring.window_seconds} s; Beam: '
+          f'{" ".join(beam_args)}; log: {log_path})', flush=True)
+    result = _monitor_logged(args, config, output_dir, log_path, beam_args)
   for path, reason in result.bad_files:
     print(f'bad log file, skipped: {path}: {reason}', file=sys.stderr)
   print(f'Log files: {result.files:,} ({len(result.bad_files):,} bad, '
@@ -632,6 +642,7 @@ def _monitor(args: argparse.Namespace) -> int:
   if not result.flagged:
     print('Every window is within its thresholds.')
     return 0
+  from tfx_e2e.monitoring import monitor  # pylint: disable=import-outside-toplevel
   for window in result.flagged:
     print(f'OUT OF BOUNDS window {window.name} ({window.rows:,} rows): '
           + '; '.join(f'{feature}: {monitor.describe(info)}'
