@@ -37,6 +37,7 @@ from tfx.types import component_spec
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.types.channel import Channel
+from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 SERVING_MODEL_DIR = 'serving_model_dir'
@@ -82,17 +83,6 @@ def served_version(serving_model_dir: str) -> Optional[str]:
                if _loads(os.path.join(serving_model_dir, version))), None)
 
 
-def _copy_tree(source: str, target: str) -> None:
-  tf.io.gfile.makedirs(target)
-  for name in tf.io.gfile.listdir(source):
-    name = name.rstrip('/')
-    path = os.path.join(source, name)
-    if tf.io.gfile.isdir(path):
-      _copy_tree(path, os.path.join(target, name))
-    else:
-      tf.io.gfile.copy(path, os.path.join(target, name), overwrite=True)
-
-
 class Executor(base_executor.BaseExecutor):
   """Copies the served version into the baseline artifact, if any."""
 
@@ -107,8 +97,8 @@ class Executor(base_executor.BaseExecutor):
                    'baseline.', base)
       baseline.set_int_custom_property(SERVED_VERSION, 0)
       return
-    _copy_tree(os.path.join(base, version),
-               path_utils.serving_model_dir(baseline.uri))
+    io_utils.copy_dir(os.path.join(base, version),
+                      path_utils.serving_model_dir(baseline.uri))
     baseline.set_int_custom_property(SERVED_VERSION, int(version))
     logging.info('Baseline: version %s served from %s.', version, base)
 
