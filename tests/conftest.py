@@ -59,6 +59,16 @@ def dead_letters_written(work: Path) -> List[dict]:
           for line in Path(path).read_text().splitlines()]
 
 
+def assert_same_metrics(actual, expected, rel: float) -> None:
+  """Every metric of every slice of two runs' results (reports.results
+  RunResults) equal, to `rel`."""
+  assert set(actual.metrics) == set(expected.metrics)
+  for name, metrics in actual.metrics.items():
+    for metric, value in metrics.items():
+      assert expected.metrics[name][metric] == pytest.approx(
+          value, rel=rel, abs=1e-6, nan_ok=True), (name, metric)
+
+
 def read_csv(path: Path):
   with open(path, newline='') as f:
     rows = list(csv.reader(f))

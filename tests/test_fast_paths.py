@@ -20,7 +20,7 @@ from tfx_e2e.pipeline import runner
 from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports import results as results_lib
 from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
-from tests.conftest import run_cli
+from tests.conftest import assert_same_metrics, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -110,11 +110,7 @@ def test_stock_and_fast_runs_split_encode_and_bless_alike(taxi_run,
   assert stock_results.blessed is fast_results.blessed is True
   assert stock_results.metrics[OVERALL][RMSE] == pytest.approx(
       fast_results.metrics[OVERALL][RMSE], rel=1e-5)
-  assert set(stock_results.metrics) == set(fast_results.metrics)
-  for name, metrics in fast_results.metrics.items():
-    for metric, value in metrics.items():
-      assert stock_results.metrics[name][metric] == pytest.approx(
-          value, rel=1e-4, abs=1e-6, nan_ok=True), (name, metric)
+  assert_same_metrics(fast_results, stock_results, rel=1e-4)
 
 
 def test_each_run_used_the_executors_it_was_asked_for(taxi_run, stock_run):

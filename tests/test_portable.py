@@ -24,7 +24,7 @@ from tfx_e2e.pipeline import worker_marks
 from tfx_e2e.pipeline import worker_pool
 from tfx_e2e.pipeline.config import PipelineConfig
 from tfx_e2e.reports.results import OVERALL, RMSE, load_run_results
-from tests.conftest import run_cli
+from tests.conftest import assert_same_metrics, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -97,11 +97,7 @@ def test_portable_run_pushes_the_in_memory_model(portable_run, taxi_run):
   # The solver is exact: the same splits give the same model.
   assert portable.metrics[OVERALL][RMSE] == pytest.approx(
       reference.metrics[OVERALL][RMSE], rel=1e-6)
-  assert set(portable.metrics) == set(reference.metrics)
-  for name, metrics in portable.metrics.items():
-    for metric, value in metrics.items():
-      assert reference.metrics[name][metric] == pytest.approx(
-          value, rel=1e-5, abs=1e-6, nan_ok=True), (name, metric)
+  assert_same_metrics(portable, reference, rel=1e-5)
 
 
 def test_every_components_beam_work_ran_in_the_pools_workers(portable_run):
